@@ -1,0 +1,319 @@
+"""The experiment config: one dataclass tree, validated on construction, with dotted names.
+
+The same dotted names (``loss.lamb``, ``train.lr``, ``data.num_tasks`` ...) are used by the CLI, sweep
+YAML, Ray Tune trial configs and Parquet columns, so every config error is caught here, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from cil.presets import APPROACHES, LWF_PRESETS, LOSS_WEIGHT_NAMES
+
+
+class ConfigError(ValueError):
+    """A bad experiment config: the message names every bad key, its value and what is valid."""
+
+
+# Classes per dataset where they are known before loading; `folder` is checked when it is loaded.
+KNOWN_NUM_CLASSES = {"digits": 10, "cifar100": 100, "mnist": 10, "svhn": 10, "imagenet100": 100,
+                     "synthetic": 10}
+DATASETS = (*KNOWN_NUM_CLASSES, "folder")
+NETWORKS = ("convnet", "resnet32", "resnet18")
+SELECTIONS = ("random", "herding", "entropy", "distance")
+# Keys that say where a run happens, not what it computes: left out of the fingerprint.
+_MACHINE_KEYS = ("data.data_root", "data.on_device", "run.device")
+
+
+def default_data_root() -> str:
+    """Absolute data root: ``$CIL_DATA_ROOT`` or ``~/.cache/cil/data`` (never relative to the code)."""
+    return os.path.abspath(os.path.expanduser(os.environ.get("CIL_DATA_ROOT", "~/.cache/cil/data")))
+
+
+@dataclass
+class DataConfig:
+    """Which data, and how it is cut into tasks (FACIL's scenario)."""
+
+    dataset: str = "digits"
+    data_root: str = field(default_factory=default_data_root)
+    num_tasks: int = 5
+    nc_first_task: int | None = None
+    val_fraction: float = 0.1
+    fixed_class_order: bool = False
+    image_size: int | None = None
+    on_device: bool = True
+
+
+@dataclass
+class ModelConfig:
+    network: str = "convnet"
+
+
+@dataclass
+class TrainConfig:
+    """FACIL's schedule: SGD, lr divided by lr_factor after lr_patience epochs without a better
+    validation loss, stop below lr_min, best-on-validation model restored."""
+
+    nepochs: int = 200
+    lr: float = 0.1
+    lr_min: float = 1e-4
+    lr_factor: float = 3.0
+    lr_patience: int = 5
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    clipping: float = 10000.0
+    warmup_nepochs: int = 0
+    warmup_lr_factor: float = 1.0
+    all_outputs: bool = False
+    amp: bool = True
+
+
+@dataclass
+class LossConfig:
+    """The paper's loss family. ``None`` means "the approach preset's value" (see cil.presets)."""
+
+    lamb: float | None = None
+    T: float = 2.0
+    w_joint: float | None = None
+    w_task: float | None = None
+    w_bce_kd: float | None = None
+    w_bce_pred: float | None = None
+
+
+@dataclass
+class MemoryConfig:
+    num_exemplars: int = 0
+    num_exemplars_per_class: int = 0
+    selection: str = "random"
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole experiment. Construct with keywords or :meth:`from_dict`; invalid values raise
+    :class:`ConfigError` before any work starts."""
+
+    approach: str = "lwf"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        self._resolve_presets()
+        self.data.data_root = os.path.abspath(os.path.expanduser(self.data.data_root))
+        problems = _validate(self)
+        if problems:
+            raise ConfigError("invalid experiment config:\n  " + "\n  ".join(problems))
+
+    def _resolve_presets(self) -> None:
+        """Fill loss weights left as None from the approach's preset, so results record real values."""
+        preset = LWF_PRESETS.get(self.approach, dict.fromkeys(LOSS_WEIGHT_NAMES, 0.0) | {"lamb": 0.0})
+        for name, value in preset.items():
+            if getattr(self.loss, name) is None:
+                setattr(self.loss, name, float(value))
+
+    # ---- dict round trip -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (JSON/YAML-safe)."""
+        return dataclasses.asdict(self)
+
+    def to_flat(self) -> dict[str, Any]:
+        """Dotted name -> value for every leaf (the Parquet config columns)."""
+        return flatten(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
+        """Build from a nested dict, a dotted-key dict, or a mix; unknown keys are errors."""
+        flat = flatten(values)
+        problems = []
+        kwargs: dict[str, Any] = {}
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in flat.items():
+            if key not in _LEAVES:
+                problems.append(_unknown_key_message(key))
+                continue
+            head, _, leaf = key.partition(".")
+            try:
+                converted = _convert(key, value, _LEAVES[key])
+            except ConfigError as err:
+                problems.append(str(err))
+                continue
+            if leaf:
+                nested.setdefault(head, {})[leaf] = converted
+            else:
+                kwargs[head] = converted
+        if problems:
+            raise ConfigError("invalid experiment config:\n  " + "\n  ".join(problems))
+        for section, leaves in nested.items():
+            kwargs[section] = _HINTS[section](**leaves)
+        return cls(**kwargs)
+
+    def replace(self, **dotted: Any) -> ExperimentConfig:
+        """A copy with some dotted keys changed (``cfg.replace(**{"loss.lamb": 2})``)."""
+        return ExperimentConfig.from_dict(self.to_flat() | dotted)
+
+    def fingerprint(self) -> str:
+        """Short stable hash of the config; equal configs give equal trial ids."""
+        flat = {k: v for k, v in self.to_flat().items() if k not in _MACHINE_KEYS}
+        blob = json.dumps(flat, sort_keys=True, default=str).encode()
+        return hashlib.sha1(blob).hexdigest()[:10]
+
+    def resolved_device(self) -> str:
+        if self.run.device != "auto":
+            return self.run.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> dotted keys. Keys that are already dotted pass through."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config keys must be strings, got {key!r}")
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and name in _SECTIONS:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def valid_keys() -> list[str]:
+    """Every dotted config key, in declaration order."""
+    return list(_LEAVES)
+
+
+def _collect_leaves() -> tuple[dict[str, Any], set[str], dict[str, Any]]:
+    hints = typing.get_type_hints(ExperimentConfig)
+    leaves: dict[str, Any] = {}
+    sections: set[str] = set()
+    for f in dataclasses.fields(ExperimentConfig):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            sections.add(f.name)
+            for sub, sub_tp in typing.get_type_hints(tp).items():
+                leaves[f"{f.name}.{sub}"] = sub_tp
+        else:
+            leaves[f.name] = tp
+    return leaves, sections, hints
+
+
+_LEAVES, _SECTIONS, _HINTS = _collect_leaves()
+
+
+def _unknown_key_message(key: str) -> str:
+    close = difflib.get_close_matches(key, list(_LEAVES), n=3, cutoff=0.5)
+    if not close:  # a misplaced leaf ("lamb" for "loss.lamb")
+        close = [k for k in _LEAVES if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+    if close:
+        return f"unknown config key {key!r}; did you mean {', '.join(repr(c) for c in close)}?"
+    return f"unknown config key {key!r} (valid keys: {', '.join(_LEAVES)})"
+
+
+def _convert(key: str, value: Any, tp: Any) -> Any:
+    """Check one leaf's type; ints are accepted where floats are expected, bools never as numbers."""
+    args = typing.get_args(tp)
+    optional = (typing.get_origin(tp) in (typing.Union, types.UnionType)) and type(None) in args
+    base = next((a for a in args if a is not type(None)), tp) if optional else tp
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key} = None is not valid: expected {base.__name__}")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+    elif base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif base is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif base is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key} = {value!r} has the wrong type: expected {base.__name__}"
+                      + (" or null" if optional else ""))
+
+
+def _validate(cfg: ExperimentConfig) -> list[str]:
+    """All problems at once, each naming the key, the value and what is valid."""
+    p: list[str] = []
+    d, t, lo, m = cfg.data, cfg.train, cfg.loss, cfg.memory
+
+    def choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
+        if value not in valid:
+            close = difflib.get_close_matches(str(value), valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            p.append(f"{key} = {value!r} is not valid{hint}: choose one of {', '.join(valid)}")
+
+    def positive(key: str, value: float | int | None, allow_zero: bool = False) -> None:
+        if value is None:
+            return
+        bad = value < 0 if allow_zero else value <= 0
+        if bad or (isinstance(value, float) and not math.isfinite(value)):
+            p.append(f"{key} = {value!r} is not valid: must be {'>= 0' if allow_zero else '> 0'}")
+
+    choice("approach", cfg.approach, APPROACHES)
+    choice("data.dataset", d.dataset, DATASETS)
+    choice("model.network", cfg.model.network, NETWORKS)
+    choice("memory.selection", m.selection, SELECTIONS)
+    positive("data.num_tasks", d.num_tasks)
+    positive("data.nc_first_task", d.nc_first_task)
+    positive("data.image_size", d.image_size)
+    if not 0.0 <= d.val_fraction < 1.0:
+        p.append(f"data.val_fraction = {d.val_fraction!r} is not valid: must be in [0, 1)")
+    n_classes = KNOWN_NUM_CLASSES.get(d.dataset)
+    if n_classes is not None and d.num_tasks > 0:
+        if d.num_tasks > n_classes:
+            p.append(f"data.num_tasks = {d.num_tasks} is not valid: {d.dataset} has {n_classes} classes, "
+                     f"so at most {n_classes} tasks")
+        elif d.nc_first_task is not None and d.nc_first_task > 0:
+            left = n_classes - d.nc_first_task
+            if left < d.num_tasks - 1 or (d.num_tasks == 1 and left != 0):
+                p.append(f"data.nc_first_task = {d.nc_first_task} is not valid: it leaves {left} of "
+                         f"{n_classes} classes for the other {d.num_tasks - 1} tasks (each needs at least "
+                         f"one; with num_tasks = 1 it must be {n_classes})")
+    for name in ("nepochs", "batch_size", "lr_patience"):
+        positive(f"train.{name}", getattr(t, name))
+    for name in ("lr", "lr_factor", "clipping", "warmup_lr_factor"):
+        positive(f"train.{name}", getattr(t, name))
+    for name in ("lr_min", "momentum", "weight_decay", "warmup_nepochs"):
+        positive(f"train.{name}", getattr(t, name), allow_zero=True)
+    if t.momentum >= 1:
+        p.append(f"train.momentum = {t.momentum!r} is not valid: must be in [0, 1)")
+    if t.lr_factor <= 1 and t.lr_factor > 0:
+        p.append(f"train.lr_factor = {t.lr_factor!r} is not valid: must be > 1 (the lr is divided by it)")
+    for name in ("lamb", *LOSS_WEIGHT_NAMES):
+        positive(f"loss.{name}", getattr(lo, name), allow_zero=True)
+    positive("loss.T", lo.T)
+    positive("memory.num_exemplars", m.num_exemplars, allow_zero=True)
+    positive("memory.num_exemplars_per_class", m.num_exemplars_per_class, allow_zero=True)
+    if m.num_exemplars > 0 and m.num_exemplars_per_class > 0:
+        p.append(f"memory.num_exemplars = {m.num_exemplars} and memory.num_exemplars_per_class = "
+                 f"{m.num_exemplars_per_class} cannot both be set: choose a total or a per-class budget")
+    if cfg.run.device != "auto" and not (cfg.run.device == "cpu" or cfg.run.device == "mps"
+                                         or cfg.run.device.startswith("cuda")):
+        p.append(f"run.device = {cfg.run.device!r} is not valid: use auto, cpu, cuda or cuda:N")
+    return p

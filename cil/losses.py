@@ -1,0 +1,70 @@
+"""The paper's loss family, as public functions over lists of per-task logit tensors.
+
+``outputs`` and ``old_outputs`` are the old tasks' heads (tasks 0..t-1) of the current and of the frozen
+model, same length and shapes. Each function returns a scalar tensor averaged over the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+# FACIL adds eps / n_classes to the student's probabilities before the log (and renormalises), which
+# keeps the loss finite when a probability underflows; we keep that behaviour for comparable numbers.
+KD_EPS = 1e-5
+
+
+def _check_pairs(outputs: Sequence[torch.Tensor], old_outputs: Sequence[torch.Tensor]) -> None:
+    if len(outputs) != len(old_outputs):
+        raise ValueError(f"outputs has {len(outputs)} heads but old_outputs has {len(old_outputs)}: "
+                         "pass the same old tasks' heads of both models")
+    if len(outputs) == 0:
+        raise ValueError("outputs is empty: distillation needs at least one old task's head")
+    for i, (a, b) in enumerate(zip(outputs, old_outputs, strict=True)):
+        if a.shape != b.shape:
+            raise ValueError(f"head {i}: outputs shape {tuple(a.shape)} != old_outputs shape {tuple(b.shape)}")
+
+
+def kd(student: torch.Tensor, teacher: torch.Tensor, T: float) -> torch.Tensor:
+    """KD(a, b; T) = -sum_c softmax(b/T)_c log softmax(a/T)_c, batch mean, with FACIL's eps."""
+    if T <= 0:
+        raise ValueError(f"T = {T!r} is not valid: the temperature must be > 0")
+    p_student = F.softmax(student.float() / T, dim=1)
+    p_student = p_student + KD_EPS / p_student.size(1)
+    p_student = p_student / p_student.sum(dim=1, keepdim=True)
+    p_teacher = F.softmax(teacher.float() / T, dim=1)
+    return -(p_teacher * p_student.log()).sum(dim=1).mean()
+
+
+def kd_joint(outputs: Sequence[torch.Tensor], old_outputs: Sequence[torch.Tensor], T: float) -> torch.Tensor:
+    """One softmax over all old classes (LwF as in FACIL): blind to a shift shared by every old logit."""
+    _check_pairs(outputs, old_outputs)
+    return kd(torch.cat(list(outputs), dim=1), torch.cat(list(old_outputs), dim=1), T)
+
+
+def kd_task(outputs: Sequence[torch.Tensor], old_outputs: Sequence[torch.Tensor], T: float) -> torch.Tensor:
+    """One softmax per old task, summed over tasks: the paper's task-wise distillation."""
+    _check_pairs(outputs, old_outputs)
+    return torch.stack([kd(a, b, T) for a, b in zip(outputs, old_outputs, strict=True)]).sum()
+
+
+def bce_kd(outputs: Sequence[torch.Tensor], old_outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Sum over old tasks of mean BCE(sigmoid(z_i), sigmoid(zo_i)): sensitive to logit shifts."""
+    _check_pairs(outputs, old_outputs)
+    terms = [F.binary_cross_entropy_with_logits(a.float(), torch.sigmoid(b.float()))
+             for a, b in zip(outputs, old_outputs, strict=True)]
+    return torch.stack(terms).sum()
+
+
+def bce_pred(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean BCE(sigmoid(z), one_hot(y)) over one head's logits: a shift-sensitive prediction loss."""
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be [batch, classes], got shape {tuple(logits.shape)}")
+    if targets.shape != logits.shape[:1]:
+        raise ValueError(f"targets shape {tuple(targets.shape)} does not match logits batch {logits.size(0)}")
+    # scatter instead of F.one_hot: one_hot checks the label range on the host, a sync per batch on CUDA.
+    logits = logits.float()
+    one_hot = torch.zeros_like(logits).scatter_(1, targets.long().unsqueeze(1), 1.0)
+    return F.binary_cross_entropy_with_logits(logits, one_hot)

@@ -1,0 +1,63 @@
+"""Result rows -> Parquet, written atomically on local paths and any pyarrow filesystem (s3://...).
+
+Files are named by (trial, task), so a retried or resumed trial overwrites its own files instead of
+adding duplicate rows, and readers never see a half-written file (temp name, then rename).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+TASK_RESULTS = "task_results"
+HEADS = "heads"
+TASK_COLUMNS = ("sweep", "trial_id", "approach", "seed", "dataset", "num_tasks", "network", "task",
+                "eval_task", "classes_seen", "acc_taw", "acc_tag", "forg_taw", "forg_tag", "train_seconds")
+HEAD_COLUMNS = ("sweep", "trial_id", "approach", "seed", "task", "head", "weight_norm", "bias_mean")
+
+
+def resolve(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path inside it; local paths are made absolute."""
+    if "://" not in uri_or_path:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri_or_path))
+    return pafs.FileSystem.from_uri(uri_or_path)
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def write_table(rows: list[dict[str, Any]], results_dir: str, table: str, file_stem: str) -> str:
+    """Write ``rows`` as ``<results_dir>/<table>/<file_stem>.parquet`` atomically; return its path."""
+    if table not in (TASK_RESULTS, HEADS):
+        raise ValueError(f"table = {table!r} is not valid: use {TASK_RESULTS!r} or {HEADS!r}")
+    fs, base = resolve(results_dir)
+    folder = join(base, table)
+    fs.create_dir(folder, recursive=True)
+    final = join(folder, f"{file_stem}.parquet")
+    tmp = join(folder, f".{file_stem}.{uuid.uuid4().hex}.tmp")
+    arrow = pa.Table.from_pylist(rows)
+    try:
+        with fs.open_output_stream(tmp) as out:
+            pq.write_table(arrow, out)
+        fs.move(tmp, final)
+    except BaseException:
+        try:
+            fs.delete_file(tmp)
+        except OSError:
+            pass
+        raise
+    return final
+
+
+def write_task(task_rows: list[dict[str, Any]], head_rows: list[dict[str, Any]], results_dir: str,
+               trial_id: str, task: int) -> None:
+    """One trained task's rows of both tables, under file names keyed by (trial_id, task)."""
+    stem = f"{trial_id}_t{task:03d}"
+    write_table(task_rows, results_dir, TASK_RESULTS, stem)
+    write_table(head_rows, results_dir, HEADS, stem)

@@ -1,0 +1,64 @@
+"""The experiment config: round trip, presets, and one clear error per bad value."""
+
+import pytest
+
+from cil.config import ConfigError, ExperimentConfig, valid_keys
+from cil.presets import LWF_PRESETS
+
+
+def test_round_trip_nested_and_dotted():
+    cfg = ExperimentConfig.from_dict({"approach": "lwf-sr", "loss": {"lamb": 2}, "train.lr": 0.05})
+    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+    assert ExperimentConfig.from_dict(cfg.to_flat()) == cfg
+    assert set(cfg.to_flat()) == set(valid_keys())
+    assert cfg.loss.lamb == 2.0 and isinstance(cfg.loss.lamb, float)
+
+
+@pytest.mark.parametrize("name", sorted(LWF_PRESETS))
+def test_presets_fill_unset_weights_and_overrides_win(name):
+    cfg = ExperimentConfig(approach=name)
+    for key, value in LWF_PRESETS[name].items():
+        assert getattr(cfg.loss, key) == value
+    over = ExperimentConfig.from_dict({"approach": name, "loss.w_task": 0.25})
+    assert over.loss.w_task == 0.25
+
+
+def test_baselines_have_no_distillation():
+    cfg = ExperimentConfig(approach="finetuning")
+    assert cfg.loss.w_joint == cfg.loss.w_task == cfg.loss.lamb == 0.0
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ({"los.lamb": 1}, "unknown config key 'los.lamb'; did you mean 'loss.lamb'"),
+    ({"lamb": 1}, "did you mean 'loss.lamb'"),
+    ({"data.num_tasks": 11}, "data.num_tasks = 11 is not valid: digits has 10 classes"),
+    ({"data.nc_first_task": 9}, "data.nc_first_task = 9 is not valid"),
+    ({"train.batch_size": 0}, "train.batch_size = 0 is not valid: must be > 0"),
+    ({"loss.w_task": -1}, "loss.w_task = -1.0 is not valid: must be >= 0"),
+    ({"approach": "lwf-x"}, "approach = 'lwf-x' is not valid"),
+    ({"train.lr": "fast"}, "train.lr = 'fast' has the wrong type: expected float"),
+    ({"train.nepochs": True}, "train.nepochs = True has the wrong type"),
+    ({"memory.num_exemplars": 10, "memory.num_exemplars_per_class": 2}, "cannot both be set"),
+    ({"run.device": "tpu"}, "run.device = 'tpu' is not valid"),
+])
+def test_bad_values_name_key_value_and_valid(values, fragment):
+    with pytest.raises(ConfigError) as err:
+        ExperimentConfig.from_dict(values)
+    assert fragment in str(err.value)
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        ExperimentConfig.from_dict({"train.batch_size": 0, "loss.T": -1})
+    assert "train.batch_size" in str(err.value) and "loss.T" in str(err.value)
+
+
+def test_fingerprint_ignores_machine_keys_only():
+    a = ExperimentConfig.from_dict({"run.device": "cpu", "data.data_root": "/tmp/a"})
+    b = ExperimentConfig.from_dict({"run.device": "auto", "data.data_root": "/tmp/b"})
+    assert a.fingerprint() == b.fingerprint()
+    assert a.fingerprint() != a.replace(**{"loss.lamb": 3.0}).fingerprint()
+
+
+def test_data_root_is_absolute():
+    assert ExperimentConfig.from_dict({"data.data_root": "rel/dir"}).data.data_root.startswith("/")
