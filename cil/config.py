@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from cil.presets import APPROACHES, LWF_PRESETS, LOSS_WEIGHT_NAMES
+from cil.presets import APPROACHES, LOSS_WEIGHT_NAMES, LWF_PRESETS
 
 
 class ConfigError(ValueError):
@@ -167,7 +167,11 @@ class ExperimentConfig:
         return cls(**kwargs)
 
     def replace(self, **dotted: Any) -> ExperimentConfig:
-        """A copy with some dotted keys changed (``cfg.replace(**{"loss.lamb": 2})``)."""
+        """A copy with some dotted keys changed (``cfg.replace(**{"loss.lamb": 2})``).
+
+        Every other leaf keeps its value, loss weights filled from a preset included: to switch
+        approach with the new preset's weights, build a new config with ``from_dict`` instead.
+        """
         return ExperimentConfig.from_dict(self.to_flat() | dotted)
 
     def fingerprint(self) -> str:

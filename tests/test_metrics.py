@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from cil.metrics import (average_accuracy, average_forgetting, average_incremental_accuracy, forgetting,
-                         task_accuracies)
+from cil.metrics import (
+    average_accuracy,
+    average_forgetting,
+    average_incremental_accuracy,
+    forgetting,
+    task_accuracies,
+)
 
 ACC = np.array([[0.9, 0.0, 0.0],
                 [0.7, 0.8, 0.0],

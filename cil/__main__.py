@@ -1,0 +1,5 @@
+import sys
+
+from cil.cli import main
+
+sys.exit(main())

@@ -1,0 +1,7 @@
+"""Finetuning: the lower bound, new task trained with plain cross-entropy (FACIL's default)."""
+
+from cil.approaches.base import Approach
+
+
+class Finetuning(Approach):
+    name = "finetuning"

@@ -1,0 +1,122 @@
+"""``python -m cil``: one experiment without Ray, with the flags a FACIL user already knows."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+import yaml
+
+from cil import metrics
+from cil.config import ConfigError, ExperimentConfig, flatten
+from cil.data import DataError
+from cil.results import write_task
+from cil.run import run
+
+# FACIL flag -> dotted config key. Flags default to None so only the ones given override the config.
+FLAGS: dict[str, tuple[str, type]] = {
+    "--approach": ("approach", str),
+    "--num-tasks": ("data.num_tasks", int),
+    "--nc-first-task": ("data.nc_first_task", int),
+    "--data-root": ("data.data_root", str),
+    "--network": ("model.network", str),
+    "--nepochs": ("train.nepochs", int),
+    "--lr": ("train.lr", float),
+    "--lr-min": ("train.lr_min", float),
+    "--lr-factor": ("train.lr_factor", float),
+    "--lr-patience": ("train.lr_patience", int),
+    "--momentum": ("train.momentum", float),
+    "--weight-decay": ("train.weight_decay", float),
+    "--batch-size": ("train.batch_size", int),
+    "--clipping": ("train.clipping", float),
+    "--warmup-nepochs": ("train.warmup_nepochs", int),
+    "--warmup-lr-factor": ("train.warmup_lr_factor", float),
+    "--seed": ("run.seed", int),
+    "--device": ("run.device", str),
+    "--num-exemplars": ("memory.num_exemplars", int),
+    "--num-exemplars-per-class": ("memory.num_exemplars_per_class", int),
+    "--exemplar-selection": ("memory.selection", str),
+    "--lamb": ("loss.lamb", float),
+    "--T": ("loss.T", float),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cil", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", help="YAML file with a (nested or dotted) experiment config to start from")
+    p.add_argument("--datasets", nargs="+", help="dataset name (one; FACIL's flag takes a list)")
+    for flag, (key, typ) in FLAGS.items():
+        p.add_argument(flag, type=typ, default=None, help=f"sets {key}")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any dotted config key, e.g. --set loss.w_task=1 (value parsed as YAML)")
+    p.add_argument("--results-path", default="results", help="results root (made absolute)")
+    p.add_argument("--exp-name", default=None, help="results sub-folder; default <dataset>_<approach>")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """Config file, then FACIL flags, then --set: later wins. Raises ConfigError."""
+    values: dict[str, Any] = {}
+    if args.config:
+        try:
+            with open(args.config) as f:
+                loaded = yaml.safe_load(f) or {}
+        except OSError as err:
+            raise ConfigError(f"--config {args.config!r} cannot be read: {err.strerror}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config {args.config!r} must hold a mapping of config keys")
+        values.update(flatten(loaded))
+    if args.datasets:
+        if len(args.datasets) != 1:
+            raise ConfigError(f"--datasets {' '.join(args.datasets)}: give exactly one dataset per run")
+        values["data.dataset"] = args.datasets[0]
+    for flag, (key, _) in FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            values[key] = value
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} is not valid: use --set KEY=VALUE, e.g. --set loss.lamb=2")
+        values[key.strip()] = yaml.safe_load(raw)
+    return ExperimentConfig.from_dict(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    exp_name = args.exp_name or f"{cfg.data.dataset}_{cfg.approach}"
+    results_dir = os.path.join(os.path.abspath(args.results_path), exp_name, "results")
+    trial_id = f"{cfg.approach}-s{cfg.run.seed}-{cfg.fingerprint()}"
+    log = None if args.quiet else (lambda msg: print(msg, flush=True))
+    print(f"experiment {exp_name} / {trial_id} on {cfg.resolved_device()}", flush=True)
+    start = time.perf_counter()
+    try:
+        for result in run(cfg, log=log):
+            t = result.task
+            tag = {"sweep": exp_name, "trial_id": trial_id}
+            write_task([tag | r for r in result.task_rows], [tag | r for r in result.head_rows],
+                       results_dir, trial_id, t)
+            m = result.metrics
+            print(f"task {t}: TAw {100 * m['avg_acc_taw']:.1f}%  TAg {100 * m['avg_acc_tag']:.1f}%  "
+                  f"forg TAg {100 * m['forg_tag']:.1f}%  ({m['train_seconds']:.1f}s)", flush=True)
+            last = result
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("=" * 60)
+    for name, mat in (("TAw Acc", last.acc_taw), ("TAg Acc", last.acc_tag)):
+        print(metrics.format_matrix(name, mat, last.task))
+    for name, mat in (("TAw Forg", last.acc_taw), ("TAg Forg", last.acc_tag)):
+        print(metrics.format_matrix(name, metrics.forgetting(mat[: last.task + 1, : last.task + 1]), last.task))
+    print(f"results: {results_dir}  ({time.perf_counter() - start:.1f}s)")
+    return 0

@@ -1,0 +1,198 @@
+"""The incremental loop: train task after task, yield results and a resumable state after each.
+
+Every random draw of task t comes from generators seeded by (seed, t), and the old model of task t+1
+is the model after task t, so the state after a task is just the model, the memory and the results so
+far: resuming from it gives the numbers of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from cil import metrics
+from cil.approaches import make_approach
+from cil.config import ExperimentConfig
+from cil.data import Dataset, Scenario, load_dataset, make_scenario
+from cil.memory import ExemplarMemory
+from cil.networks import IncrementalNet, make_backbone
+from cil.training import Trainer
+
+STATE_VERSION = 1
+Log = Callable[[str], None]
+
+
+@dataclass
+class TaskResult:
+    """What one trained task produced. ``state`` is torch.save-able and weights_only-loadable."""
+
+    task: int
+    task_rows: list[dict[str, Any]]
+    head_rows: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    state: dict[str, Any] = field(repr=False)
+    acc_taw: np.ndarray = field(repr=False)
+    acc_tag: np.ndarray = field(repr=False)
+
+
+def task_seed(seed: int, task: int, stream: int) -> int:
+    """A distinct, stable seed per (experiment seed, task, use)."""
+    return (seed * 1_000_003 + task * 7_919 + stream * 104_729) % (2**63 - 1)
+
+
+class DeviceScenario:
+    """A scenario whose task splits are decoded once and kept as uint8 tensors on the device
+    (or on the host with ``data.on_device = false``, copied over when asked for)."""
+
+    def __init__(self, scenario: Scenario, device: torch.device, on_device: bool) -> None:
+        self.inner = scenario
+        self.device = device
+        self.home = device if on_device else torch.device("cpu")
+        self._cache: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def task_split(self, t: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if (t, split) not in self._cache:
+            x, y = self.inner.task_split(t, split)
+            self._cache[t, split] = (x.to(self.home), y.to(self.home))
+        x, y = self._cache[t, split]
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+class Experiment:
+    """Everything built once per run: data, scenario, model, approach, memory, trainer."""
+
+    def __init__(self, cfg: ExperimentConfig, log: Log | None = None) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.device = torch.device(cfg.resolved_device())
+        d = cfg.data
+        self.dataset: Dataset = load_dataset(d.dataset, d.data_root, image_size=d.image_size,
+                                             fixed_class_order=d.fixed_class_order)
+        scenario = make_scenario(self.dataset, d.num_tasks, d.nc_first_task, cfg.run.seed,
+                                 val_fraction=d.val_fraction)
+        self.scenario = DeviceScenario(scenario, self.device, d.on_device)
+        torch.manual_seed(cfg.run.seed)
+        backbone, dim = make_backbone(cfg.model.network, self.dataset.channels, self.dataset.image_size)
+        self.model = IncrementalNet(backbone, dim).to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.approach = make_approach(cfg)
+        m = cfg.memory
+        self.memory = ExemplarMemory(m.num_exemplars, m.num_exemplars_per_class, m.selection)
+        self.trainer = Trainer(cfg, self.dataset, self.device)
+
+    def add_head(self, t: int) -> None:
+        torch.manual_seed(task_seed(self.cfg.run.seed, t, 0))
+        n = self.scenario.taskcla[t][1]
+        self.model.add_head(n)
+        self.model.heads[t].to(self.device)
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trainer.inputs(x)
+
+
+def _validate_state(cfg: ExperimentConfig, state: dict[str, Any]) -> None:
+    if state.get("version") != STATE_VERSION:
+        raise ValueError(f"state version {state.get('version')!r} is not supported (expected {STATE_VERSION})")
+    saved = {k: v for k, v in state["config"].items() if k not in ("data.data_root", "run.device",
+                                                                      "data.on_device")}
+    now = {k: v for k, v in cfg.to_flat().items() if k in saved}
+    diff = sorted(k for k in saved if saved[k] != now.get(k))
+    if diff:
+        raise ValueError("the state was saved by a different experiment config; differing keys: "
+                         + ", ".join(f"{k} ({saved[k]!r} != {now.get(k)!r})" for k in diff))
+
+
+def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
+        log: Log | None = None) -> Iterator[TaskResult]:
+    """Train every task of the scenario in turn, yielding after each one.
+
+    Pass a ``state`` yielded earlier (possibly saved and loaded with ``weights_only=True``) to continue
+    with the next task.
+    """
+    if state is not None:
+        _validate_state(cfg, state)
+    exp = Experiment(cfg, log)
+    T = exp.scenario.num_tasks
+    acc_taw = np.zeros((T, T))
+    acc_tag = np.zeros((T, T))
+    seconds: list[float] = []
+    start_task = 0
+    if state is not None:
+        start_task = int(state["next_task"])
+        for t in range(start_task):
+            exp.add_head(t)
+        exp.model.load_state_dict(state["model"])
+        exp.memory.load_state_dict(state["memory"])
+        acc_taw[:start_task] = np.asarray(state["acc_taw"], dtype=float)
+        acc_tag[:start_task] = np.asarray(state["acc_tag"], dtype=float)
+        seconds = [float(s) for s in state["train_seconds"]]
+
+    flat = cfg.to_flat()
+    tests: list[tuple[torch.Tensor, torch.Tensor]] = [exp.scenario.task_split(u, "test") for u in range(T)]
+    for t in range(start_task, T):
+        old_model = None
+        if exp.approach.needs_old_model and t > 0:
+            old_model = copy.deepcopy(exp.model).eval()
+            for p in old_model.parameters():
+                p.requires_grad_(False)
+        exp.add_head(t)
+        exp.approach.before_task(t, exp.model)
+        train = exp.approach.training_set(t, exp.scenario, exp.memory)
+        val = exp.approach.validation_set(t, exp.scenario)
+        gen = torch.Generator(device=exp.device).manual_seed(task_seed(cfg.run.seed, t, 1))
+        if log:
+            log(f"task {t}: training on {len(train[1])} samples, classes {exp.scenario.taskcla[t][1]}")
+        report = exp.trainer.fit(exp.approach, exp.model, old_model, t, train, val, exp.memory, gen, log)
+        seconds.append(report.seconds)
+        del old_model
+        if exp.approach.uses_memory and exp.memory.enabled:
+            x, y = exp.scenario.task_split(t, "train")
+            mem_gen = torch.Generator(device=exp.device).manual_seed(task_seed(cfg.run.seed, t, 2))
+            exp.memory.update(exp.model, x, y, transform=exp.transform, device=exp.device, generator=mem_gen,
+                              batch_size=cfg.train.batch_size)
+        eval_start = time.perf_counter()
+        taw, tag = exp.trainer.evaluate(exp.model, tests[: t + 1])
+        acc_taw[t, : t + 1], acc_tag[t, : t + 1] = taw, tag
+        yield _task_result(cfg, flat, exp, t, acc_taw, acc_tag, seconds, time.perf_counter() - eval_start)
+
+
+def _task_result(cfg: ExperimentConfig, flat: dict[str, Any], exp: Experiment, t: int, acc_taw: np.ndarray,
+                 acc_tag: np.ndarray, seconds: list[float], eval_seconds: float) -> TaskResult:
+    forg_taw, forg_tag = metrics.forgetting(acc_taw[: t + 1, : t + 1]), metrics.forgetting(acc_tag[: t + 1, : t + 1])
+    classes_seen = sum(n for _, n in exp.scenario.taskcla[: t + 1])
+    ident = {"approach": cfg.approach, "seed": cfg.run.seed}
+    common = ident | {"dataset": cfg.data.dataset, "num_tasks": exp.scenario.num_tasks,
+                      "network": cfg.model.network, "task": t, "classes_seen": classes_seen,
+                      "train_seconds": seconds[t]}
+    task_rows = [common | {"eval_task": u, "acc_taw": float(acc_taw[t, u]), "acc_tag": float(acc_tag[t, u]),
+                           "forg_taw": float(forg_taw[t, u]), "forg_tag": float(forg_tag[t, u])} | flat
+                 for u in range(t + 1)]
+    head_rows = [ident | {"task": t, "head": h, "weight_norm": float(norm), "bias_mean": float(bias)}
+                 for h, (norm, bias) in enumerate(exp.model.head_stats())]
+    summary = {
+        "task": t, "classes_seen": classes_seen,
+        "avg_acc_taw": metrics.average_accuracy(acc_taw, t), "avg_acc_tag": metrics.average_accuracy(acc_tag, t),
+        "avg_inc_acc_taw": metrics.average_incremental_accuracy(acc_taw, t),
+        "avg_inc_acc_tag": metrics.average_incremental_accuracy(acc_tag, t),
+        "forg_taw": metrics.average_forgetting(forg_taw, t), "forg_tag": metrics.average_forgetting(forg_tag, t),
+        "train_seconds": seconds[t], "eval_seconds": eval_seconds, "num_tasks": exp.scenario.num_tasks,
+    }
+    state = {
+        "version": STATE_VERSION, "config": {k: v for k, v in flat.items()}, "next_task": t + 1,
+        "model": {k: v.detach().cpu().clone() for k, v in exp.model.state_dict().items()},
+        "memory": exp.memory.state_dict(),
+        "acc_taw": acc_taw[: t + 1].tolist(), "acc_tag": acc_tag[: t + 1].tolist(),
+        "train_seconds": list(seconds),
+    }
+    return TaskResult(task=t, task_rows=task_rows, head_rows=head_rows, metrics=summary, state=state,
+                      acc_taw=acc_taw.copy(), acc_tag=acc_tag.copy())

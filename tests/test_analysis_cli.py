@@ -1,0 +1,103 @@
+"""analysis CLI, figures and benchmark, on synthetic results written as Parquet in the schema."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analysis
+from analysis import bench, cli, synth
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIGURES = ("accuracy.png", "acc_matrix_tag.png", "acc_matrix_taw.png", "forgetting.png", "head_norms.png")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    """24 trials (6 approaches x 4 seeds) of 4 tasks, 2 of them partial, with heads."""
+    root = tmp_path_factory.mktemp("storage")
+    task_results, heads = synth.make_results(24, 4, sweep="demo", dataset="digits", num_classes=10,
+                                             n_partial=2)
+    synth.write_results(root, task_results, heads, files=5)
+    return str(root)
+
+
+def check_outputs(out: str, baseline: bool) -> pd.DataFrame:
+    table = pd.read_csv(os.path.join(out, "summary.csv"))
+    stats = ("mean", "std", "ci95", "delta", "delta_ci95") if baseline else ("mean", "std", "ci95")
+    assert list(table.columns) == ["approach", "dataset", "num_tasks", "n_seeds"] + [
+        f"{m}_{s}" for m in analysis.METRICS for s in stats]
+    assert len(table) == 6
+    for name in FIGURES:
+        with open(os.path.join(out, name), "rb") as f:
+            data = f.read()
+        assert data.startswith(PNG) and len(data) > 10_000, name
+    trials = pd.read_csv(os.path.join(out, "trials.csv"))
+    assert len(trials) == 24 and (~trials["complete"]).sum() == 2
+    return table
+
+
+def test_cli_subprocess_writes_summary_and_figures(storage, tmp_path):
+    out = str(tmp_path / "out")
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-m", "analysis", storage, "--baseline", "lwf", "--out", out],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("| approach | dataset")
+    assert "2 partial trials excluded" in proc.stdout
+    table = check_outputs(out, baseline=True)
+    assert (table["n_seeds"].sum()) == 22
+    assert table.set_index("approach").loc["lwf", "final_acc_tag_delta"] == pytest.approx(0.0)
+
+
+def test_cli_in_process_matches_api(storage, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert cli.main([storage, "--out", out, "--format", "latex"]) == 0
+    printed = capsys.readouterr()
+    assert r"\begin{tabular}" in printed.out and "wrote summary.csv" in printed.err
+    table = check_outputs(out, baseline=False)
+    expected = analysis.summary(analysis.load(storage))
+    assert np.allclose(table["final_acc_tag_mean"], expected["final_acc_tag_mean"])
+    assert np.allclose(table["avg_inc_acc_taw_ci95"], expected["avg_inc_acc_taw_ci95"])
+
+
+def test_cli_errors_exit_2_with_a_message(tmp_path, capsys, storage):
+    (tmp_path / "empty").mkdir()
+    assert cli.main([str(tmp_path / "empty")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert cli.main([storage, "--by", "approach", "nope"]) == 2
+    assert "valid columns are" in capsys.readouterr().err
+
+
+def test_cli_csv_format_and_include_partial(storage, capsys):
+    assert cli.main([storage, "--format", "csv", "--include-partial"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].startswith("approach,dataset,num_tasks,n,TAg acc")
+    assert sum(int(line.split(",")[3]) for line in lines[1:]) == 24
+    assert "partial trials included" in captured.err
+
+
+def test_figures_draw_one_line_per_group(storage):
+    df = analysis.load(storage)
+    fig = analysis.plot_accuracy(df, by="approach")
+    assert len(fig.axes[0].lines) == 6
+    assert len(analysis.plot_forgetting(df).axes[1].lines) == 6
+    assert len(analysis.plot_accuracy_matrix(df, metric="acc_taw").axes[0].images) == 1
+    heads = analysis.load_heads(storage)
+    assert len(analysis.plot_head_norms(heads, df).axes[0].lines) == 6
+    assert len(analysis.plot_head_norms(heads).axes[0].lines) == 6  # heads alone: partial dropped too
+    with pytest.raises(analysis.ResultsError, match="acc_tag"):
+        analysis.plot_accuracy_matrix(df, metric="forg_tag")
+
+
+def test_bench_runs_small(capsys):
+    assert bench.main(["--trials", "60", "--tasks", "3", "--files", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "load + summary" in out and "360 rows" in out

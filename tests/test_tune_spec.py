@@ -1,0 +1,137 @@
+"""Sweep specs are validated completely before Ray starts; every preset passes --dry-run."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from tune.cli import main
+from tune.spec import SEEDS_KEY, Resources, SpecError, check_capacity, parse_spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRESETS = sorted(glob.glob(os.path.join(ROOT, "tune", "presets", "*.yaml")))
+FAST = {"data.dataset": "digits", "data.num_tasks": 2, "model.network": "convnet", "train.nepochs": 2}
+
+
+def problems(raw: dict) -> str:
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw)
+    return str(info.value)
+
+
+def test_every_preset_passes_dry_run(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    assert {os.path.basename(p) for p in PRESETS} >= {
+        "quickstart.yaml", "cifar100_lwf_paper.yaml", "cifar100_lwf_lamb_optuna.yaml", "imagenet100_lwf.yaml"}
+    for preset in PRESETS:
+        assert main(["sweep", preset, "--dry-run", "--storage", str(tmp_path)]) == 0, preset
+        out = capsys.readouterr().out
+        assert "trials" in out and "resources per trial: cpu=" in out and "sample trial configs" in out
+
+
+def test_quickstart_is_the_24_trial_cpu_sweep() -> None:
+    from tune.spec import load_spec
+
+    spec = load_spec(os.path.join(ROOT, "tune", "presets", "quickstart.yaml"))
+    assert spec.num_trials == 24 and spec.resources == Resources(cpu=1, gpu=0)
+    assert set(spec.grid["approach"]) == {"finetuning", "joint", "lwf", "lwf-s", "lwf-sr", "lwf-br",
+                                          "lwf-br2", "lwf-bsr"}
+    assert len(spec.seeds) == 3 and spec.base["data.dataset"] == "digits"
+
+
+def test_optuna_preset_runs_every_seed_per_point() -> None:
+    from tune.spec import load_spec
+
+    spec = load_spec(os.path.join(ROOT, "tune", "presets", "cifar100_lwf_lamb_optuna.yaml"))
+    assert spec.search and set(spec.search.space) == {"loss.lamb", "loss.w_task", "loss.w_bce_kd"}
+    assert spec.runs_per_trial == 3 and spec.scheduler and spec.scheduler.max_t == 10
+    configs = spec.trial_configs(limit=3)
+    assert all(c[SEEDS_KEY] == [0, 1, 2] and "run.seed" not in c for c in configs)
+    assert all(0.1 <= c["loss.lamb"] <= 10 for c in configs)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"base": FAST | {"loss.lamda": 2}}, "base.loss.lamda: unknown config key 'loss.lamda'; did you mean 'loss.lamb'"),
+    ({"base": FAST, "grid": {"approach": ["lwf", "lwf-q"]}}, "grid.approach: approach = 'lwf-q' is not valid"),
+    ({"base": FAST | {"loss.w_task": -1}}, "base.loss.w_task: loss.w_task = -1.0 is not valid: must be >= 0"),
+    ({"base": FAST, "grid": {"loss.w_bce_kd": [0.5, -2]}}, "grid.loss.w_bce_kd: loss.w_bce_kd = -2.0 is not valid"),
+    ({"base": FAST, "grdi": {}}, "unknown spec key 'grdi'; did you mean 'grid'?"),
+    ({"base": FAST, "resources": {"cpus": 1}}, "unknown key 'resources.cpus'; did you mean 'resources.cpu'"),
+    ({"base": FAST, "resources": {"gpu": -1}}, "resources.gpu = -1 is not valid"),
+    ({"base": FAST, "grid": {"run.seed": 3}}, "grid.run.seed = 3 is not valid: must be a non-empty list"),
+    ({"base": FAST | {"approach": "lwf"}, "grid": {"approach": ["lwf-s"]}}, "grid.approach is also set in base"),
+    ({"base": FAST, "search": {"metric": "avg_acc_tag", "space": {"run.seed": {"type": "int", "low": 0, "high": 3}}}},
+     "search.space.run.seed: seeds are never optimised"),
+    ({"base": FAST, "search": {"metric": "avg_acc_tag", "space": {"loss.lamb": {"type": "float", "low": -1, "high": 2}}}},
+     "search.space.loss.lamb: loss.lamb = -1.0 is not valid"),
+    ({"base": FAST, "grid": {"approach": ["lwf"]},
+      "search": {"metric": "avg_acc_tag", "space": {"loss.lamb": {"type": "float", "low": 1, "high": 2}}}},
+     "grid.approach cannot be combined with search"),
+    ({"base": FAST, "search": {"metric": "acc", "space": {"loss.lamb": {"type": "float", "low": 1, "high": 2}}}},
+     "unknown search.metric value 'acc'"),
+    ({"base": FAST, "scheduler": {"type": "hyperband"}}, "scheduler.type = 'hyperband' is not valid"),
+    ({"base": FAST, "failure": {"max_failure": 1}}, "did you mean 'failure.max_failures'"),
+    ({"base": FAST | {"run.device": "cuda"}}, "base.run.device cannot be set in a sweep"),
+])
+def test_spec_errors_name_the_key(raw: dict, expected: str) -> None:
+    assert expected in problems(raw)
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    text = problems({"base": FAST | {"loss.lamda": 1, "train.lr": -0.1}, "grid": {"approach": ["lwf-x"]},
+                     "max_concurrent": 0})
+    for key in ("loss.lamda", "train.lr", "grid.approach", "max_concurrent"):
+        assert key in text
+
+
+def test_capacity_is_checked_against_this_machine() -> None:
+    assert check_capacity(Resources(cpu=1, gpu=0), cpus=2, gpus=0) == []
+    [gpu] = check_capacity(Resources(cpu=1, gpu=2), cpus=2, gpus=0)
+    assert "resources.gpu = 2 is more than this machine has (0 GPUs)" in gpu
+    [cpu] = check_capacity(Resources(cpu=3, gpu=0), cpus=2, gpus=0)
+    assert "resources.cpu = 3 is more than this machine has (2 CPUs)" in cpu
+
+
+@pytest.mark.parametrize("resources, expected", [
+    ({"cpu": 1, "gpu": 2}, "resources.gpu = 2 is more than this machine has"),
+    ({"cpu": (os.cpu_count() or 1) + 1}, "resources.cpu ="),
+])
+def test_impossible_request_stops_before_ray_starts(tmp_path, resources: dict, expected: str) -> None:
+    """The real CLI, in a fresh interpreter: exit code 2, a message naming the key, and Ray never
+    even imported (so it cannot have started)."""
+    if resources.get("gpu"):
+        import torch
+
+        if torch.cuda.device_count() >= resources["gpu"]:
+            pytest.skip("this machine has enough GPUs")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"base": FAST, "grid": {"approach": ["lwf"]}, "resources": resources}))
+    code = textwrap.dedent(f"""
+        import sys
+        from tune.cli import main
+        rc = main(["sweep", {str(spec)!r}, "--storage", {str(tmp_path / "store")!r}])
+        assert "ray" not in sys.modules, "ray was imported"
+        sys.exit(rc)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert expected in proc.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_spec_typo_stops_the_cli(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "typo.yaml"
+    spec.write_text(yaml.safe_dump({"base": FAST | {"loss.lamda": 2}}))
+    assert main(["sweep", str(spec), "--storage", str(tmp_path / "store")]) == 2
+    assert "loss.lamda" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()
+
+
+def test_relative_data_root_is_made_absolute() -> None:
+    spec = parse_spec({"base": FAST | {"data.data_root": "some/data"}})
+    assert spec.base["data.data_root"] == os.path.abspath("some/data")
