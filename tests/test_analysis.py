@@ -320,3 +320,29 @@ def test_format_table_shows_percent_with_ci(sweep_dir):
     assert r"\begin{tabular}" in tex and r"$\pm$" in tex and r"num\_tasks" in tex
     with pytest.raises(analysis.ResultsError, match="markdown, csv, latex"):
         analysis.format_table(s, "html")
+
+
+def test_zero_row_files_and_explicit_filesystem(tmp_path):
+    import pyarrow.fs as pafs
+
+    results = tmp_path / "results"
+    write_trial(str(results), "a", "lwf", 0)
+    pq.write_table(pa.Table.from_pylist([]), str(results / "task_results" / "empty.parquet"))
+    fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
+    assert len(analysis.load("results", filesystem=fs)) == 6
+    (tmp_path / "only_empty" / "task_results").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([]), str(tmp_path / "only_empty" / "task_results" / "e.parquet"))
+    with pytest.raises(analysis.ResultsError, match="no rows yet"):
+        analysis.load(str(tmp_path / "only_empty"))
+
+
+def test_only_partial_trials_give_an_empty_summary_with_a_note(tmp_path):
+    results = str(tmp_path / "results")
+    write_trial(results, "a", "lwf", 0, tasks_done=1)
+    s = analysis.summary(analysis.load(results), baseline="lwf")
+    assert len(s) == 0 and "n_seeds" in s.columns
+    assert "1 partial trial excluded" in s.attrs["notes"][0]
+    text = analysis.format_table(s)
+    assert text.startswith("| approach") and "partial trial excluded" in text
+    s = analysis.summary(analysis.load(results), include_partial=True)
+    assert s["final_acc_tag_mean"].iloc[0] == pytest.approx(0.9)

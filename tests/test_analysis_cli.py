@@ -20,10 +20,10 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory):
-    """24 trials (6 approaches x 4 seeds) of 4 tasks, 2 of them partial, with heads."""
+    """12 trials (3 approaches x 4 seeds) of 4 tasks, 2 of them partial, with heads."""
     root = tmp_path_factory.mktemp("storage")
-    task_results, heads = synth.make_results(24, 4, sweep="demo", dataset="digits", num_classes=10,
-                                             n_partial=2)
+    task_results, heads = synth.make_results(12, 4, sweep="demo", dataset="digits", num_classes=10,
+                                             n_partial=2, n_approaches=3)
     synth.write_results(root, task_results, heads, files=5)
     return str(root)
 
@@ -33,13 +33,13 @@ def check_outputs(out: str, baseline: bool) -> pd.DataFrame:
     stats = ("mean", "std", "ci95", "delta", "delta_ci95") if baseline else ("mean", "std", "ci95")
     assert list(table.columns) == ["approach", "dataset", "num_tasks", "n_seeds"] + [
         f"{m}_{s}" for m in analysis.METRICS for s in stats]
-    assert len(table) == 6
+    assert len(table) == 3
     for name in FIGURES:
         with open(os.path.join(out, name), "rb") as f:
             data = f.read()
         assert data.startswith(PNG) and len(data) > 10_000, name
     trials = pd.read_csv(os.path.join(out, "trials.csv"))
-    assert len(trials) == 24 and (~trials["complete"]).sum() == 2
+    assert len(trials) == 12 and (~trials["complete"]).sum() == 2
     return table
 
 
@@ -52,7 +52,7 @@ def test_cli_subprocess_writes_summary_and_figures(storage, tmp_path):
     assert proc.stdout.startswith("| approach | dataset")
     assert "2 partial trials excluded" in proc.stdout
     table = check_outputs(out, baseline=True)
-    assert (table["n_seeds"].sum()) == 22
+    assert table["n_seeds"].sum() == 10
     assert table.set_index("approach").loc["lwf", "final_acc_tag_delta"] == pytest.approx(0.0)
 
 
@@ -80,19 +80,19 @@ def test_cli_csv_format_and_include_partial(storage, capsys):
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert lines[0].startswith("approach,dataset,num_tasks,n,TAg acc")
-    assert sum(int(line.split(",")[3]) for line in lines[1:]) == 24
+    assert sum(int(line.split(",")[3]) for line in lines[1:]) == 12
     assert "partial trials included" in captured.err
 
 
 def test_figures_draw_one_line_per_group(storage):
     df = analysis.load(storage)
     fig = analysis.plot_accuracy(df, by="approach")
-    assert len(fig.axes[0].lines) == 6
-    assert len(analysis.plot_forgetting(df).axes[1].lines) == 6
+    assert len(fig.axes[0].lines) == 3
+    assert len(analysis.plot_forgetting(df).axes[1].lines) == 3
     assert len(analysis.plot_accuracy_matrix(df, metric="acc_taw").axes[0].images) == 1
     heads = analysis.load_heads(storage)
-    assert len(analysis.plot_head_norms(heads, df).axes[0].lines) == 6
-    assert len(analysis.plot_head_norms(heads).axes[0].lines) == 6  # heads alone: partial dropped too
+    assert len(analysis.plot_head_norms(heads, df).axes[0].lines) == 3
+    assert len(analysis.plot_head_norms(heads).axes[0].lines) == 3  # heads alone: partial dropped too
     with pytest.raises(analysis.ResultsError, match="acc_tag"):
         analysis.plot_accuracy_matrix(df, metric="forg_tag")
 

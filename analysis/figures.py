@@ -1,0 +1,266 @@
+"""The paper's figures as matplotlib Figures: one line per group, a ±1 std band over seeds.
+
+Figures are built on the Agg canvas directly (no pyplot state), so they work headless, in the CLI
+and in notebooks alike (a notebook displays the returned Figure). One row of panels per
+(dataset, num_tasks) setting: different benchmarks are never drawn as one line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from analysis.errors import ResultsError
+from analysis.groups import group_keys, group_trials, labels, setting_title
+from analysis.metrics import Steps, steps
+from analysis.schema import HEAD_COLUMNS, SETTING_COLUMNS, TRIAL_KEYS
+from analysis.trials import trial_codes
+
+By = str | Sequence[str] | None
+_BAND_NOTE = "line: mean over seeds; band: ±1 std"
+
+
+@dataclass
+class Prepared:
+    """task_results checked and averaged once (``prepare(df)``), to draw several figures of a large
+    results set without redoing that work; every ``plot_*`` accepts it in place of ``df``."""
+
+    steps: Steps
+    rows: pd.DataFrame
+    codes: np.ndarray
+
+
+Frame = pd.DataFrame | Prepared
+
+
+def prepare(df: Frame) -> Prepared:
+    return df if isinstance(df, Prepared) else Prepared(*steps(df))
+
+
+class _Groups:
+    """Trials of ``df`` assigned to groups (code -1: left out), with labels and colours."""
+
+    def __init__(self, trials: pd.DataFrame, by: By, include_partial: bool):
+        self.keys = group_keys(trials, by)
+        used = trials["complete"].to_numpy(dtype=bool) | include_partial
+        if not used.any():
+            raise ResultsError(f"no complete trials to plot ({len(trials)} partial trials; "
+                               "use include_partial=True)")
+        self.code = np.full(len(trials), -1)
+        self.code[used], self.groups = group_trials(trials.loc[used], self.keys)
+        self.labels = labels(self.groups, self.keys)
+        palette = _palette(len(dict.fromkeys(self.labels)))
+        colour_of = {label: palette[i] for i, label in enumerate(dict.fromkeys(self.labels))}
+        self.colours = [colour_of[label] for label in self.labels]
+        settings = self.groups[list(SETTING_COLUMNS)].drop_duplicates()
+        self.settings = [tuple(row) for row in settings.itertuples(index=False)]
+        self.setting_of = [self.settings.index(tuple(row)) for row in
+                           self.groups[list(SETTING_COLUMNS)].itertuples(index=False)]
+
+
+def _palette(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _figure(rows: int, cols: int, width: float = 5.6, height: float = 3.9) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    return fig, axes
+
+
+def _bands(group: np.ndarray, x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
+    """Mean, std and count of y per (group, x), for rows with a group and a value."""
+    frame = pd.DataFrame({"g": group, "x": x, "y": y})
+    frame = frame[(frame["g"] >= 0) & frame["y"].notna()]
+    return frame.groupby(["g", "x"], sort=True)["y"].agg(["mean", "std", "count"]).reset_index()
+
+
+def _draw(ax, bands: pd.DataFrame, groups: _Groups, setting: int, scale: float = 100.0) -> None:
+    """One line with a ±1 std band per group of ``setting``; x from ``xplot`` when bands has it."""
+    for g, part in bands.groupby("g", sort=True):
+        if groups.setting_of[g] != setting:
+            continue
+        x = part["xplot" if "xplot" in part.columns else "x"].to_numpy()
+        mean = part["mean"].to_numpy() * scale
+        std = np.nan_to_num(part["std"].to_numpy() * scale)
+        ax.plot(x, mean, marker="o", markersize=3.5, linewidth=1.8, color=groups.colours[g],
+                label=f"{groups.labels[g]} (n={int(part['count'].max())})")
+        ax.fill_between(x, mean - std, mean + std, color=groups.colours[g], alpha=0.18, linewidth=0)
+    ax.grid(True, alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", frameon=False)
+
+
+def plot_accuracy(df: Frame, by: By = ("approach",), include_partial: bool = False) -> Figure:
+    """Average TAg and TAw accuracy (mean over tasks seen) against the number of classes seen."""
+    s = prepare(df).steps
+    groups = _Groups(s.trials, by, include_partial)
+    trial, task = np.nonzero(s.present)
+    g = groups.code[trial]
+    # x: the mean number of classes seen after each task, per group.
+    classes = _bands(g, task, s.values["classes_seen"][trial, task])[["g", "x", "mean"]]
+    classes = classes.rename(columns={"mean": "xplot"})
+    fig, axes = _figure(len(groups.settings), 2)
+    for row, setting in enumerate(groups.settings):
+        for col, kind in enumerate(("tag", "taw")):
+            ax = axes[row, col]
+            bands = _bands(g, task, s.values[f"acc_{kind}"][trial, task]).merge(classes, on=["g", "x"])
+            _draw(ax, bands, groups, row)
+            name = "task-agnostic (TAg)" if kind == "tag" else "task-aware (TAw)"
+            ax.set_title(f"{setting_title(*setting)}: {name}")
+            ax.set_xlabel("number of classes seen")
+            ax.set_ylabel("average accuracy (%)")
+            _legend(ax)
+    fig.suptitle(f"Average accuracy after each task ({_BAND_NOTE})")
+    return fig
+
+
+def plot_accuracy_matrix(df: Frame, by: By = ("approach",), metric: str = "acc_tag",
+                         include_partial: bool = False) -> Figure:
+    """Mean accuracy matrix acc[t, u] over the seeds of each group, one heatmap per group."""
+    if metric not in ("acc_tag", "acc_taw"):
+        raise ResultsError(f"metric {metric!r} is not valid: use 'acc_tag' or 'acc_taw'")
+    p = prepare(df)
+    s, rows, codes = p.steps, p.rows, p.codes
+    groups = _Groups(s.trials, by, include_partial)
+    width = s.present.shape[1]
+    n_groups = len(groups.groups)
+    g = groups.code[codes]
+    keep = g >= 0
+    t = rows["task"].to_numpy(dtype=np.int64)[keep]
+    u = rows["eval_task"].to_numpy(dtype=np.int64)[keep]
+    cell = (g[keep] * width + t) * width + u
+    value = rows[metric].to_numpy(dtype=np.float64, na_value=np.nan)[keep]
+    size = n_groups * width * width
+    ok = ~np.isnan(value)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total = np.bincount(cell[ok], weights=value[ok], minlength=size)
+        mean = total / np.bincount(cell[ok], minlength=size)
+    mean = mean.reshape(n_groups, width, width) * 100
+    cols = min(4, n_groups)
+    fig, axes = _figure(math.ceil(n_groups / cols), cols, width=4.2, height=3.8)
+    image = None
+    for i, ax in enumerate(axes.flat):
+        if i >= n_groups:
+            ax.set_visible(False)
+            continue
+        tasks = int(groups.groups["num_tasks"].iloc[i])
+        matrix = mean[i, :tasks, :tasks]
+        image = ax.imshow(np.ma.masked_invalid(matrix), vmin=0, vmax=100, cmap="viridis", origin="upper")
+        if tasks <= 12:
+            for (ti, ui), v in np.ndenumerate(matrix):
+                if not np.isnan(v):
+                    ax.text(ui, ti, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                            color="black" if v > 60 else "white")
+        ax.set_title(f"{groups.labels[i]}\n{setting_title(*groups.settings[groups.setting_of[i]])}",
+                     fontsize="medium")
+        ticks = np.arange(0, tasks, max(1, math.ceil(tasks / 10)))
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+        ax.set_xlabel("evaluated task")
+        ax.set_ylabel("after training task")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label=f"{metric} (%), mean over seeds")
+    kind = "task-agnostic (TAg)" if metric == "acc_tag" else "task-aware (TAw)"
+    fig.suptitle(f"Accuracy matrix, {kind}")
+    return fig
+
+
+def plot_forgetting(df: Frame, by: By = ("approach",), include_partial: bool = False) -> Figure:
+    """Forgetting of each earlier task after the last task, forg[T-1, u] for u < T-1, TAg and TAw."""
+    p = prepare(df)
+    s, rows, codes = p.steps, p.rows, p.codes
+    groups = _Groups(s.trials, by, include_partial)
+    t = rows["task"].to_numpy(dtype=np.int64)
+    u = rows["eval_task"].to_numpy(dtype=np.int64)
+    keep = (t == s.last[codes]) & (u < t)
+    g = groups.code[codes][keep]
+    fig, axes = _figure(len(groups.settings), 2)
+    for row, setting in enumerate(groups.settings):
+        for col, kind in enumerate(("tag", "taw")):
+            ax = axes[row, col]
+            value = rows[f"forg_{kind}"].to_numpy(dtype=np.float64, na_value=np.nan)[keep]
+            _draw(ax, _bands(g, u[keep], value), groups, row)
+            name = "task-agnostic (TAg)" if kind == "tag" else "task-aware (TAw)"
+            ax.set_title(f"{setting_title(*setting)}: {name}")
+            ax.set_xlabel("task")
+            ax.set_ylabel("forgetting after the last task (%)")
+            if not ax.lines:
+                ax.text(0.5, 0.5, "no earlier task to forget", ha="center", va="center",
+                        transform=ax.transAxes)
+            _legend(ax)
+    fig.suptitle(f"Forgetting per task ({_BAND_NOTE})")
+    return fig
+
+
+def plot_head_norms(heads: pd.DataFrame, df: Frame | None = None, by: By = ("approach",),
+                    include_partial: bool = False) -> Figure:
+    """Per-head weight norm and bias mean after each trial's last task: the imbalance diagnostic.
+
+    With ``df`` (task_results), groups may use any config column, partial trials are left out and
+    settings are split by dataset/num_tasks; without it, ``by`` must name columns of ``heads`` and
+    trials are split by their number of heads.
+    """
+    missing = [c for c in HEAD_COLUMNS if c not in heads.columns]
+    if missing:
+        raise ResultsError(f"not a heads frame: missing column(s) {', '.join(map(repr, missing))}")
+    if len(heads) == 0:
+        raise ResultsError("the heads frame has no rows")
+    codes, first = trial_codes(heads)
+    task = heads["task"].to_numpy(dtype=np.int64)
+    last = np.zeros(len(first), dtype=np.int64)
+    np.maximum.at(last, codes, task)
+    if df is not None:
+        s = prepare(df).steps
+        trials = s.trials.assign(_last=s.last)
+        info = heads.iloc[first][list(TRIAL_KEYS)].reset_index(drop=True).assign(_h=np.arange(len(first)))
+        info = info.merge(trials, on=list(TRIAL_KEYS), how="inner")
+        if len(info) == 0:
+            raise ResultsError("no trial of heads appears in task_results (matched on sweep, trial_id)")
+        trials = info.sort_values("_h").reset_index(drop=True)
+        last_of = np.full(len(first), -1)
+        last_of[trials["_h"].to_numpy()] = trials["_last"].to_numpy()
+        trial_of = np.full(len(first), -1)
+        trial_of[trials["_h"].to_numpy()] = np.arange(len(trials))
+    else:
+        trials = heads.iloc[first].drop(columns=["task", "head", "weight_norm", "bias_mean"])
+        trials = trials.reset_index(drop=True)
+        trials["dataset"] = "heads"
+        trials["num_tasks"] = last + 1
+        # Without task_results, num_tasks is unknown: a trial that got as far as the furthest
+        # trial of its sweep counts as complete.
+        furthest = pd.Series(last).groupby(trials["sweep"].to_numpy()).transform("max").to_numpy()
+        trials["complete"] = last == furthest
+        last_of, trial_of = last, np.arange(len(first))
+    groups = _Groups(trials, by, include_partial)
+    keep = (trial_of[codes] >= 0) & (task == last_of[codes])
+    g = np.where(keep, groups.code[np.maximum(trial_of[codes], 0)], -1)
+    head = heads["head"].to_numpy(dtype=np.int64)
+    fig, axes = _figure(len(groups.settings), 2)
+    for row, setting in enumerate(groups.settings):
+        for col, (name, text) in enumerate((("weight_norm", "weight norm (L2)"), ("bias_mean", "bias mean"))):
+            ax = axes[row, col]
+            value = heads[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            _draw(ax, _bands(g, head, value), groups, row, scale=1.0)
+            title = setting_title(*setting) if df is not None else f"{setting[1]} heads"
+            ax.set_title(f"{title}: {text} per head")
+            ax.set_xlabel("head (task)")
+            ax.set_ylabel(text)
+            _legend(ax)
+    fig.suptitle(f"Heads after the last task ({_BAND_NOTE})")
+    return fig

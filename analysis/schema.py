@@ -1,0 +1,37 @@
+"""The Parquet results schema of DESIGN.md, as data: required columns and which ones vary per row.
+
+Kept in one place so the loader, the metrics and the synthetic writer cannot drift apart.
+"""
+
+from __future__ import annotations
+
+TASK_RESULTS = "task_results"
+HEADS = "heads"
+TABLES = (TASK_RESULTS, HEADS)
+
+TASK_COLUMNS = ("sweep", "trial_id", "approach", "seed", "dataset", "num_tasks", "network", "task",
+                "eval_task", "classes_seen", "acc_taw", "acc_tag", "forg_taw", "forg_tag", "train_seconds")
+HEAD_COLUMNS = ("sweep", "trial_id", "approach", "seed", "task", "head", "weight_norm", "bias_mean")
+REQUIRED = {TASK_RESULTS: TASK_COLUMNS, HEADS: HEAD_COLUMNS}
+
+# Columns that must hold integers, and columns that must hold numbers (checked per file).
+INTEGER_COLUMNS = {TASK_RESULTS: ("num_tasks", "task", "eval_task"), HEADS: ("task", "head")}
+NUMERIC_COLUMNS = {
+    TASK_RESULTS: ("classes_seen", "acc_taw", "acc_tag", "forg_taw", "forg_tag", "train_seconds"),
+    HEADS: ("weight_norm", "bias_mean"),
+}
+# A row is identified by the trial plus these columns: a reader keeps one row per key.
+ROW_KEYS = {TASK_RESULTS: ("task", "eval_task"), HEADS: ("task", "head")}
+TRIAL_KEYS = ("sweep", "trial_id")
+
+# Columns of task_results that change from row to row inside one trial; every other column
+# (identity and config, e.g. ``loss.lamb``) is a property of the whole trial.
+ROW_COLUMNS = ("task", "eval_task", "classes_seen", "acc_taw", "acc_tag", "forg_taw", "forg_tag",
+               "train_seconds", "complete")
+ACCURACY_COLUMNS = ("acc_taw", "acc_tag", "forg_taw", "forg_tag")
+
+# The per-trial metrics summarised over seeds, in the column order of summary.csv.
+METRICS = ("final_acc_tag", "final_acc_taw", "avg_inc_acc_tag", "avg_inc_acc_taw",
+           "final_forg_tag", "final_forg_taw")
+# Columns every group is split by, whatever ``by`` says: never average across them.
+SETTING_COLUMNS = ("dataset", "num_tasks")

@@ -1,0 +1,113 @@
+"""The summary as text for people: mean ± 95% CI in percent, as markdown, CSV or LaTeX.
+
+summary.csv keeps raw fractions for machines; this module is only for reading and pasting.
+Written by hand because pandas' ``to_markdown`` needs ``tabulate``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import pandas as pd
+
+from analysis.errors import ResultsError
+from analysis.groups import format_value, matches
+from analysis.schema import METRICS
+
+LABELS = {
+    "final_acc_tag": "TAg acc", "final_acc_taw": "TAw acc",
+    "avg_inc_acc_tag": "TAg avg inc acc", "avg_inc_acc_taw": "TAw avg inc acc",
+    "final_forg_tag": "TAg forg", "final_forg_taw": "TAw forg",
+}
+FORMATS = ("markdown", "csv", "latex")
+_LEGEND = "values: mean ± 95% CI over seeds, in %"
+
+
+def format_table(summary: pd.DataFrame, fmt: str = "markdown", digits: int = 1, notes: bool = True) -> str:
+    """Render ``summary()`` output; markdown and LaTeX end with its notes (partial trials left out...)."""
+    if fmt not in FORMATS:
+        raise ResultsError(f"unknown table format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if "n_seeds" not in summary.columns:
+        raise ResultsError("format_table needs the output of summary() (no 'n_seeds' column)")
+    keys = list(summary.columns[: list(summary.columns).index("n_seeds")])
+    metrics = [m for m in METRICS if f"{m}_mean" in summary.columns]
+    deltas = [m for m in metrics if f"{m}_delta" in summary.columns]
+    header = [*keys, "n"]
+    for m in metrics:
+        header.append(LABELS[m])
+        if m in deltas:
+            header.append(f"Δ {LABELS[m]}")
+    baseline = summary.attrs.get("baseline")
+    is_base = matches(summary[baseline[0]], baseline[1]) if baseline and baseline[0] in keys else None
+    rows = []
+    for i, (_, row) in enumerate(summary.iterrows()):
+        cells = [format_value(row[k]) for k in keys] + [str(int(row["n_seeds"]))]
+        for m in metrics:
+            cells.append(_cell(row[f"{m}_mean"], row[f"{m}_ci95"], digits, signed=False))
+            if m in deltas:
+                reference = is_base is not None and is_base[i]
+                cells.append("baseline" if reference else
+                             _cell(row[f"{m}_delta"], row[f"{m}_delta_ci95"], digits, signed=True))
+        rows.append(cells)
+    lines = summary.attrs.get("notes", []) if notes else []
+    if fmt == "csv":
+        return _csv(header, rows)
+    numeric = [False] * len(keys) + [True] * (len(header) - len(keys))
+    if fmt == "latex":
+        return _latex(header, rows, numeric, lines)
+    return _markdown(header, rows, numeric, lines)
+
+
+def _cell(value: float, half: float, digits: int, signed: bool) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    shown = round(100 * value, digits) + 0.0  # + 0.0 turns -0.0 into 0.0
+    text = f"{shown:+.{digits}f}" if signed else f"{shown:.{digits}f}"
+    if half is None or math.isnan(half):
+        return text
+    return f"{text} ± {100 * half:.{digits}f}"
+
+
+def _markdown(header: list[str], rows: list[list[str]], numeric: list[bool], notes: list[str]) -> str:
+    def clean(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    table = [[clean(c) for c in header], *[[clean(c) for c in r] for r in rows]]
+    widths = [max(3, *(len(r[i]) for r in table)) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True)]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
+                          for w, num in zip(widths, numeric, strict=True)) + "|"
+    out = [line(table[0]), rule, *(line(r) for r in table[1:]), "", _LEGEND + "."]
+    out.extend(f"Note: {n}." if not n.endswith(".") else f"Note: {n}" for n in notes)
+    return "\n".join(out) + "\n"
+
+
+def _csv(header: list[str], rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex(header: list[str], rows: list[list[str]], numeric: list[bool], notes: list[str]) -> str:
+    def tex(text: str) -> str:
+        escaped = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+        return escaped.replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
+
+    spec = "".join("r" if num else "l" for num in numeric)
+    out = [f"% {_LEGEND}; needs \\usepackage{{booktabs}}", *(f"% note: {n}" for n in notes),
+           f"\\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(tex(h) for h in header) + r" \\",
+           r"\midrule", *(" & ".join(tex(c) for c in r) + r" \\" for r in rows), r"\bottomrule",
+           r"\end{tabular}"]
+    return "\n".join(out) + "\n"
