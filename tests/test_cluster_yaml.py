@@ -1,0 +1,69 @@
+"""cluster.yaml is a valid Ray cluster-launcher config for AWS GPU sweeps, with no credentials in it."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+
+import jsonschema
+import ray
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLUSTER_YAML = os.path.join(ROOT, "cluster.yaml")
+
+
+def load() -> dict:
+    with open(CLUSTER_YAML) as f:
+        return yaml.safe_load(f)
+
+
+def test_validates_against_the_schema_shipped_with_ray() -> None:
+    with open(os.path.join(os.path.dirname(ray.__file__), "autoscaler", "ray-schema.json")) as f:
+        schema = json.load(f)
+    jsonschema.validate(load(), schema)
+
+
+def test_passes_rays_own_checks_offline() -> None:
+    """prepare_config fills defaults from the AWS provider's defaults.yaml inside the ray package (no
+    network, no boto3 call); validate_config then checks the merged config."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(copy.deepcopy(load()))
+    validate_config(prepared)
+    head = prepared["head_node_type"]
+    assert prepared["available_node_types"][head]["max_workers"] == 0
+
+
+def test_cpu_head_and_autoscaling_gpu_workers() -> None:
+    cfg = load()
+    assert cfg["provider"]["type"] == "aws"
+    types = cfg["available_node_types"]
+    head = types[cfg["head_node_type"]]
+    assert head["resources"] == {"CPU": 0}  # the head never runs a trial
+    assert head["node_config"]["InstanceType"].startswith(("m", "c", "r", "t"))
+    [worker] = [t for name, t in types.items() if name != cfg["head_node_type"]]
+    assert worker["min_workers"] == 0 and worker["max_workers"] >= 1
+    assert worker["node_config"]["InstanceType"].startswith(("g", "p"))  # GPU instance families
+    assert worker["node_config"]["IamInstanceProfile"] == {"Name": "ray-autoscaler-v1"}  # S3 access
+
+
+def test_image_setup_and_repository_sync() -> None:
+    cfg = load()
+    assert cfg["docker"]["image"] == f"rayproject/ray:{ray.__version__}-py311-gpu"
+    assert any("requirements.txt" in c for c in cfg["setup_commands"])
+    assert list(cfg["file_mounts"].values()) == ["."]
+    assert ".gitignore" in cfg["rsync_filter"]
+
+
+def test_holds_no_credentials() -> None:
+    with open(CLUSTER_YAML) as f:
+        text = f.read()
+    assert not re.search(r"AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}", text)
+    assert not re.search(r"(?im)^\s*(aws_access_key_id|aws_secret_access_key|aws_session_token)\s*[:=]", text)
+    cfg = load()
+    assert "ssh_private_key" not in cfg["auth"]
+    assert "KeyName" not in json.dumps(cfg["available_node_types"])
+    assert not re.search(r"arn:aws:iam::\d{12}", text)

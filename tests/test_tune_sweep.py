@@ -1,0 +1,158 @@
+"""Real sweeps on a local CPU Ray (one session for the module): rows, fault tolerance, Optuna + ASHA."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+
+from cil.config import ExperimentConfig
+from cil.results import HEAD_COLUMNS, TASK_COLUMNS
+from tune.paths import SweepError, SweepPaths
+from tune.spec import parse_spec
+from tune.sweep import run_sweep
+
+pytestmark = pytest.mark.ray
+
+FAST = {"data.dataset": "digits", "data.num_tasks": 2, "model.network": "convnet", "train.nepochs": 2,
+        "train.batch_size": 64}
+# Columns that legitimately differ between two runs of the same config.
+RUN_COLUMNS = ["sweep", "trial_id", "train_seconds"]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "disabled")  # no token written under ~/.ray
+        mp.setenv("RAY_DEDUP_LOGS", "1")
+        mp.delenv("RAY_ADDRESS", raising=False)
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        yield
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(ray_session, tmp_path_factory):
+    """2 approaches x 2 seeds x 2 tasks on digits."""
+    spec = parse_spec({"base": FAST, "grid": {"approach": ["lwf", "lwf-s"], "run.seed": [0, 1]},
+                       "resources": {"cpu": 1}})
+    paths = SweepPaths(str(tmp_path_factory.mktemp("storage")), "grid")
+    results = run_sweep(spec, paths, verbose=0)
+    return spec, paths, results
+
+
+def read(paths: SweepPaths, table: str = "task_results") -> pd.DataFrame:
+    return pd.read_parquet(f"{paths.results}/{table}")
+
+
+def test_grid_sweep_writes_one_row_per_trial_task_eval_task(grid_sweep) -> None:
+    spec, paths, results = grid_sweep
+    assert len(results) == 4 and all(r.error is None for r in results)
+    df = read(paths)
+    trial_ids = {r.metrics["trial_id"] for r in results}
+    assert set(df["trial_id"]) == trial_ids and (df["sweep"] == "grid").all()
+    assert len(df) == 4 * 3  # per trial: task 0 -> 1 row, task 1 -> 2 rows
+    assert not df.duplicated(["trial_id", "task", "eval_task"]).any()
+    config_columns = ExperimentConfig.from_dict(FAST).to_flat().keys()
+    assert set(TASK_COLUMNS) <= set(df.columns) and set(config_columns) <= set(df.columns)
+    assert not any(c.startswith("_") for c in df.columns)
+    assert sorted(df.groupby("trial_id")[["approach", "run.seed"]].first().itertuples(index=False)) == [
+        ("lwf", 0), ("lwf", 1), ("lwf-s", 0), ("lwf-s", 1)]
+    assert (df["seed"] == df["run.seed"]).all() and (df["loss.lamb"] == 1.0).all()
+    # What Tune was told after the last task is what the rows say.
+    for r in results:
+        last = df[(df["trial_id"] == r.metrics["trial_id"]) & (df["task"] == 1)]
+        assert r.metrics["avg_acc_tag"] == pytest.approx(last["acc_tag"].mean())
+        assert r.metrics["tasks_done"] == 2 and r.metrics["final_task"]
+    heads = read(paths, "heads")
+    assert set(HEAD_COLUMNS) <= set(heads.columns) and len(heads) == 4 * 3
+    assert not heads.duplicated(["trial_id", "task", "head"]).any()
+
+
+def test_a_sweep_name_is_not_reused_without_resume(grid_sweep) -> None:
+    spec, paths, _ = grid_sweep
+    with pytest.raises(SweepError, match="already exists.*--resume"):
+        run_sweep(spec, paths, verbose=0)
+
+
+def test_failed_trial_resumes_from_its_checkpoint_with_identical_rows(grid_sweep, tmp_path) -> None:
+    """The test-only switch ``_test_fail_after_task: 0`` raises once after task 0 has been reported.
+    Storage is given as a ``file://`` URI, so rows, markers and Tune's state go through pyarrow's
+    filesystem layer as they do for ``s3://``."""
+    _, reference_paths, reference = grid_sweep
+    spec = parse_spec({"base": FAST | {"_test_fail_after_task": 0}, "grid": {"approach": ["lwf-s"], "run.seed": [0]},
+                       "resources": {"cpu": 1}, "failure": {"max_failures": 1}})
+    paths = SweepPaths(f"file://{tmp_path}", "fault")
+    [result] = run_sweep(spec, paths, verbose=0)
+    assert result.error is None
+    trial_id = result.metrics["trial_id"]
+    results = tmp_path / "fault" / "results"
+    marker = results / "_test_markers" / f"{trial_id}_failed_after_t0"
+    assert marker.exists(), "the trial never failed"
+    # Resumed, not restarted: task 0 was reported once and its rows were not written again.
+    assert list(result.metrics_dataframe["task"]) == [0, 1]
+    task0 = results / "task_results" / f"{trial_id}_t000.parquet"
+    assert os.path.getmtime(task0) <= os.path.getmtime(marker)
+
+    rows = pd.read_parquet(results / "task_results")
+    ref = read(reference_paths)
+    [ref_id] = [r.metrics["trial_id"] for r in reference
+                if r.config["approach"] == "lwf-s" and r.config["run.seed"] == 0]
+    ref = ref[ref["trial_id"] == ref_id]
+    key = ["task", "eval_task"]
+    pd.testing.assert_frame_equal(
+        rows.drop(columns=RUN_COLUMNS).sort_values(key).reset_index(drop=True),
+        ref.drop(columns=RUN_COLUMNS).sort_values(key).reset_index(drop=True)[rows.drop(columns=RUN_COLUMNS).columns])
+
+
+def test_optuna_search_with_asha_judges_points_on_the_seed_mean(ray_session, tmp_path) -> None:
+    import optuna
+
+    from tune.searcher import FinalTaskOptunaSearch
+
+    spec = parse_spec({
+        "base": FAST | {"approach": "lwf-bsr"}, "grid": {"run.seed": [0, 1]},
+        "search": {"metric": "avg_acc_tag", "num_samples": 3, "seed": 0,
+                   "space": {"loss.lamb": {"type": "float", "low": 0.1, "high": 10, "log": True}}},
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        "resources": {"cpu": 1}})
+    paths = SweepPaths(str(tmp_path), "optuna")
+    results = run_sweep(spec, paths, verbose=0)
+    assert len(results) == 3 and all(r.error is None for r in results)
+    df = read(paths)
+    assert not df.duplicated(["trial_id", "task", "eval_task"]).any()
+    for r in results:
+        rows = df[df["trial_id"].str.startswith(r.metrics["trial_id"] + "_s")]
+        assert set(rows["trial_id"]) == {f"{r.metrics['trial_id']}_s0", f"{r.metrics['trial_id']}_s1"}
+        assert rows["loss.lamb"].nunique() == 1 and rows["loss.lamb"].iloc[0] == r.config["loss.lamb"]
+        last = rows[rows["task"] == r.metrics["task"]]
+        per_seed = last.groupby("seed")["acc_tag"].mean()
+        assert r.metrics["avg_acc_tag"] == pytest.approx(per_seed.mean())
+    # Optuna holds final-task values only; trials ASHA stopped early are PRUNED, not COMPLETE.
+    searcher = FinalTaskOptunaSearch()
+    searcher.restore_from_dir(paths.experiment)
+    by_value = {t.params["loss.lamb"]: t for t in searcher._ot_study.trials}
+    for r in results:
+        ot = by_value[r.config["loss.lamb"]]
+        if r.metrics["final_task"]:
+            assert ot.state == optuna.trial.TrialState.COMPLETE and ot.value == pytest.approx(r.metrics["avg_acc_tag"])
+        else:
+            assert ot.state == optuna.trial.TrialState.PRUNED
+
+
+@pytest.mark.slow
+def test_quickstart_preset_completes(ray_session, tmp_path) -> None:
+    """The README's main job, all 24 trials (about two minutes on two cores)."""
+    from tune.spec import load_spec
+
+    spec = load_spec(os.path.join(os.path.dirname(os.path.dirname(__file__)), "tune", "presets", "quickstart.yaml"))
+    paths = SweepPaths(str(tmp_path), "quickstart")
+    results = run_sweep(spec, paths, verbose=0)
+    assert len(results) == 24 and all(r.error is None for r in results)
+    df = read(paths)
+    assert not df.duplicated(["trial_id", "task", "eval_task"]).any() and len(df) == 24 * 15
+    final = df[df["task"] == 4].groupby("approach")["acc_tag"].mean()
+    assert final["joint"] > final["finetuning"]

@@ -1,0 +1,114 @@
+"""``python -m tune sweep SPEC.yaml``: validate, then run (or resume) a sweep and print its table."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from tune.paths import SweepError, SweepPaths, absolute_storage
+from tune.spec import SpecError, SweepSpec, check_capacity, load_spec
+
+DRY_RUN_SAMPLES = 5
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tune", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sweep", help="run a sweep spec with Ray Tune",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("spec", help="sweep spec (YAML); see tune/presets/")
+    s.add_argument("--name", help="sweep name: folder under --storage and the Parquet 'sweep' column "
+                                  "(default: the spec file's name)")
+    s.add_argument("--storage", default="runs", help="local folder (made absolute) or s3://bucket/prefix")
+    s.add_argument("--address", help="Ray cluster to join: auto, ray://host:10001 or host:port (default: "
+                                     "$RAY_ADDRESS if set, else start a local Ray inside this process)")
+    s.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this name; "
+                                                          "errored trials are retried")
+    s.add_argument("--dry-run", action="store_true", help="print trials, sample configs and resources; "
+                                                           "do not start Ray")
+    s.add_argument("--quiet", action="store_true", help="no live progress table")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    name = args.name or os.path.splitext(os.path.basename(args.spec))[0]
+    paths = SweepPaths(absolute_storage(args.storage), name)
+    # Inside `ray job submit` Ray sets RAY_ADDRESS: the sweep joins that cluster, whose autoscaler may
+    # add the nodes a request needs, so only a local sweep is checked against this machine.
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    capacity = [] if address else check_capacity(spec.resources)
+    if args.dry_run:
+        print(describe(spec, paths, capacity))
+        return 0
+    if capacity:
+        print(f"error: invalid {spec.source}:\n  " + "\n  ".join(capacity), file=sys.stderr)
+        return 2
+    from tune.report import final_table
+    from tune.sweep import run_sweep
+
+    try:
+        grid = run_sweep(spec, paths, address=address, resume=args.resume, verbose=0 if args.quiet else 1)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    errors = [r for r in grid if r.error is not None]
+    print(f"\nsweep {name}: {len(grid)} trials, {len(errors)} errored; results: {paths.results}")
+    print(final_table(paths.results, by=group_by(spec)))
+    return 1 if errors else 0
+
+
+def group_by(spec: SweepSpec) -> list[str]:
+    """Table groups: the approach and every swept key except the seed (seeds are what is averaged)."""
+    swept = list(spec.search.space) if spec.search else [k for k in spec.grid if k != "run.seed"]
+    return list(dict.fromkeys(["approach", *swept]))
+
+
+def describe(spec: SweepSpec, paths: SweepPaths, capacity: list[str]) -> str:
+    """The dry run: how many trials, what they ask for, and a few of their configs."""
+    r = spec.resources
+    lines = [f"sweep {paths.name!r} from {spec.source}"]
+    if spec.search:
+        s = spec.search
+        lines.append(f"{spec.num_trials} trials (Optuna samples), each running {spec.runs_per_trial} seeds "
+                     f"{spec.seeds} in lock-step: {spec.num_trials * spec.runs_per_trial} cil runs")
+        lines.append(f"objective: {s.mode} {s.metric} after the final task, mean over seeds")
+        lines.extend(f"  search.space.{k}: {_dist_text(d)}" for k, d in s.space.items())
+    else:
+        shape = " x ".join(f"{k} ({len(v)})" for k, v in spec.grid.items()) or "no grid"
+        lines.append(f"{spec.num_trials} trials: {shape}")
+    lines.append(f"resources per trial: cpu={r.cpu:g} gpu={r.gpu:g}; max_concurrent: "
+                 f"{spec.max_concurrent or 'as resources allow'}; failure.max_failures: {spec.max_failures}; "
+                 f"checkpoint.num_to_keep: {spec.num_to_keep}")
+    if spec.scheduler:
+        sc = spec.scheduler
+        lines.append(f"scheduler: ASHA on {sc.metric} ({sc.mode}), time = tasks done, max_t {sc.max_t}, "
+                     f"grace {sc.grace_period}, reduction factor {sc.reduction_factor:g}")
+    else:
+        lines.append("scheduler: none (every trial trains all its tasks)")
+    for problem in capacity:
+        lines.append(f"warning: {problem}")
+    lines.append(f"results: {paths.results}")
+    lines.append("base: " + _kv(spec.base))
+    samples = spec.trial_configs(limit=DRY_RUN_SAMPLES)
+    lines.append(f"sample trial configs ({len(samples)} of {spec.num_trials}; base keys left out):")
+    lines.extend(f"  {_kv({k: v for k, v in c.items() if k not in spec.base})}" for c in samples)
+    return "\n".join(lines)
+
+
+def _kv(values: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()) or "-"
+
+
+def _dist_text(d: dict[str, Any]) -> str:
+    if d["type"] == "categorical":
+        return f"categorical {d['choices']}"
+    log = " log" if d.get("log") else ""
+    return f"{d['type']}{log} [{d['low']}, {d['high']}]"

@@ -1,0 +1,34 @@
+"""Where a sweep lives. Kept free of Ray so that ``--dry-run`` and spec errors never import it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot start or resume (name taken, nothing to resume, ...)."""
+
+
+@dataclass(frozen=True)
+class SweepPaths:
+    """Where a sweep lives: Tune's experiment folder, with our Parquet results inside it."""
+
+    storage: str
+    name: str
+
+    @property
+    def experiment(self) -> str:
+        return f"{self.storage.rstrip('/')}/{self.name}"
+
+    @property
+    def results(self) -> str:
+        return f"{self.experiment}/results"
+
+
+def absolute_storage(storage: str) -> str:
+    """Storage as Ray needs it: URIs as given, local paths made absolute against the CWD now (trials
+    run in their own working directories)."""
+    if "://" in storage:
+        return storage.rstrip("/")
+    return os.path.abspath(os.path.expanduser(storage))

@@ -1,0 +1,461 @@
+"""The sweep spec (YAML): parsed and validated completely before Ray starts.
+
+Every trial config is checked with ``ExperimentConfig.from_dict`` (the one place config errors are
+caught), so a typo, an unknown approach or a negative weight stops the sweep with a message that
+names the key. This module never imports Ray, so ``--dry-run`` stays fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from cil.config import ConfigError, ExperimentConfig, flatten, valid_keys
+
+TOP_KEYS = ("base", "grid", "search", "scheduler", "resources", "max_concurrent", "failure", "checkpoint")
+# Trial-config keys that are not part of the cil config. ``_test_fail_after_task: K`` makes a trial raise
+# once, right after reporting task K (a marker file under the results folder keeps it to one failure);
+# it exists for the fault-tolerance test and is never written to the results.
+TEST_KEYS = ("_test_fail_after_task",)
+SEEDS_KEY = "_seeds"  # search mode: every trial runs all the spec's seeds (see trainable.py)
+# Metrics reported after every task, and which direction is better.
+METRICS = {"avg_acc_tag": "max", "avg_acc_taw": "max", "avg_inc_acc_tag": "max", "avg_inc_acc_taw": "max",
+           "forg_tag": "min", "forg_taw": "min"}
+TIME_ATTR = "tasks_done"  # ASHA's clock: tasks trained so far (task index + 1)
+_DIST_TYPES = ("float", "int", "categorical")
+
+
+class SpecError(ValueError):
+    """A bad sweep spec; the message lists every problem, each naming its key."""
+
+    def __init__(self, problems: list[str], source: str = "sweep spec") -> None:
+        self.problems = problems
+        super().__init__(f"invalid {source}:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial asks Ray for; fractional GPUs let several small trials share a card."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+    def as_ray(self) -> dict[str, float]:
+        return {"cpu": self.cpu, "gpu": self.gpu}
+
+
+@dataclass(frozen=True)
+class Search:
+    """Optuna over some config keys; each sampled point runs every seed and is judged on their mean
+    of a metric after the final task."""
+
+    metric: str
+    mode: str
+    num_samples: int
+    space: dict[str, dict[str, Any]]
+    seed: int | None = None
+
+    def distributions(self) -> dict[str, Any]:
+        """The space as Optuna distributions (bounds inclusive)."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        out: dict[str, Any] = {}
+        for key, d in self.space.items():
+            if d["type"] == "float":
+                out[key] = FloatDistribution(d["low"], d["high"], log=d.get("log", False))
+            elif d["type"] == "int":
+                out[key] = IntDistribution(d["low"], d["high"], log=d.get("log", False), step=d.get("step", 1))
+            else:
+                out[key] = CategoricalDistribution(d["choices"])
+        return out
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """ASHA on the task index: trials that trail after ``grace_period`` tasks are stopped early."""
+
+    metric: str
+    mode: str
+    max_t: int
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep: flat dotted config keys throughout, as in Tune's trial config and Parquet."""
+
+    base: dict[str, Any]
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    search: Search | None = None
+    scheduler: Scheduler | None = None
+    resources: Resources = Resources()
+    max_concurrent: int | None = None
+    max_failures: int = 3
+    num_to_keep: int = 2
+    source: str = "sweep spec"
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.grid.get("run.seed", [self.base.get("run.seed", 0)]))
+
+    @property
+    def num_trials(self) -> int:
+        return self.search.num_samples if self.search else math.prod(len(v) for v in self.grid.values())
+
+    @property
+    def runs_per_trial(self) -> int:
+        """cil runs per Tune trial: all seeds in search mode, one otherwise."""
+        return len(self.seeds) if self.search else 1
+
+    def search_constants(self) -> dict[str, Any]:
+        """Search mode's fixed part of every trial config: base without the seed, plus the seeds."""
+        return {k: v for k, v in self.base.items() if k != "run.seed"} | {SEEDS_KEY: self.seeds}
+
+    def trial_configs(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Flat trial configs as Tune will see them (search mode: random draws from the space)."""
+        if self.search is None:
+            return [self.base | p for p in itertools.islice(_cross(self.grid), limit)]
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=self.search.seed or 0))
+        dists = self.search.distributions()
+        n = min(limit or self.search.num_samples, self.search.num_samples)
+        return [self.search_constants() | study.ask(dists).params for _ in range(n)]
+
+
+def load_spec(path: str) -> SweepSpec:
+    """Read and validate a YAML spec; raises SpecError."""
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except OSError as err:
+        raise SpecError([f"cannot read {path!r}: {err.strerror}"]) from None
+    except yaml.YAMLError as err:
+        raise SpecError([f"{path!r} is not valid YAML: {err}"]) from None
+    return parse_spec(raw, source=f"sweep spec {path}")
+
+
+def parse_spec(raw: Any, source: str = "sweep spec") -> SweepSpec:
+    """Validate a spec given as a dict; every problem is reported at once, each naming its key."""
+    p: list[str] = []
+    if not isinstance(raw, dict):
+        raise SpecError(["the spec must be a mapping with at least a 'base' section"], source)
+    for key in raw:
+        if key not in TOP_KEYS:
+            p.append(_unknown(str(key), TOP_KEYS, "spec key"))
+    base = _parse_base(raw.get("base"), p)
+    grid = _parse_grid(raw.get("grid"), base, p)
+    search = _parse_search(raw.get("search"), base, grid, p)
+    resources = _parse_resources(raw.get("resources"), p)
+    max_concurrent = _int_at_least(raw.get("max_concurrent"), "max_concurrent", 1, p, optional=True)
+    failure = _section(raw.get("failure"), "failure", ("max_failures",), p)
+    max_failures = _int_at_least(failure.get("max_failures", 3), "failure.max_failures", -1, p)
+    checkpoint = _section(raw.get("checkpoint"), "checkpoint", ("num_to_keep",), p)
+    num_to_keep = _int_at_least(checkpoint.get("num_to_keep", 2), "checkpoint.num_to_keep", 1, p)
+    _check_trial_configs(base, grid, search, p)
+    scheduler = _parse_scheduler(raw.get("scheduler"), base, grid, search, p)
+    if p:
+        raise SpecError(p, source)
+    return SweepSpec(base=base, grid=grid, search=search, scheduler=scheduler, resources=resources,
+                     max_concurrent=max_concurrent, max_failures=max_failures, num_to_keep=num_to_keep,
+                     source=source)
+
+
+def check_capacity(resources: Resources, cpus: int | None = None, gpus: int | None = None) -> list[str]:
+    """Problems with a per-trial request that this machine can never satisfy (local sweeps only: on a
+    cluster the autoscaler may add nodes, so Ray is left to judge)."""
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    p = []
+    if resources.cpu > cpus:
+        p.append(f"resources.cpu = {resources.cpu:g} is more than this machine has ({cpus} CPUs): no trial "
+                 f"could start; lower it, or run on a cluster with --address")
+    if resources.gpu > 0:
+        if gpus is None:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        if resources.gpu > gpus:
+            p.append(f"resources.gpu = {resources.gpu:g} is more than this machine has ({gpus} GPUs): no "
+                     f"trial could start; set resources.gpu: 0, or run on a cluster with --address")
+    return p
+
+
+# ---- sections -----------------------------------------------------------------------------------
+
+def _parse_base(raw: Any, p: list[str]) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        p.append("base must be a mapping of config keys to values")
+        return {}
+    try:
+        flat = flatten(raw)
+    except ConfigError as err:
+        p.append(f"base: {err}")
+        return {}
+    if "run.device" in flat:
+        p.append("base.run.device cannot be set in a sweep: each trial runs on the GPU Ray assigns it "
+                 "(resources.gpu > 0) or else on the CPU")
+    for key in [k for k in flat if k.startswith("_")]:
+        if key not in TEST_KEYS:
+            p.append(_unknown(key, TEST_KEYS, "base key"))
+        elif not isinstance(flat[key], int) or isinstance(flat[key], bool) or flat[key] < 0:
+            p.append(f"base.{key} = {flat[key]!r} is not valid: must be a task index >= 0")
+    root = flat.get("data.data_root")
+    if isinstance(root, str) and "://" not in root:  # trials run in their own working directories
+        flat["data.data_root"] = os.path.abspath(os.path.expanduser(root))
+    return flat
+
+
+def _parse_grid(raw: Any, base: dict[str, Any], p: list[str]) -> dict[str, list[Any]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        p.append("grid must be a mapping of config keys to lists of values")
+        return {}
+    try:
+        flat = flatten(raw)
+    except ConfigError as err:
+        p.append(f"grid: {err}")
+        return {}
+    grid: dict[str, list[Any]] = {}
+    for key, values in flat.items():
+        if key in base:
+            p.append(f"grid.{key} is also set in base: give each key in one place")
+        elif key == "run.device" or key.startswith("_"):
+            p.append(f"grid.{key} cannot be swept")
+        elif not isinstance(values, list) or not values:
+            p.append(f"grid.{key} = {values!r} is not valid: must be a non-empty list of values")
+        elif len({repr(v) for v in values}) != len(values):
+            p.append(f"grid.{key} = {values!r} repeats a value: each would run the same trial twice")
+        else:
+            grid[key] = values
+    return grid
+
+
+def _parse_search(raw: Any, base: dict[str, Any], grid: dict[str, list[Any]], p: list[str]) -> Search | None:
+    if raw is None:
+        return None
+    s = _section(raw, "search", ("metric", "mode", "num_samples", "seed", "space"), p)
+    if not s:
+        p.append("search must give at least metric and space")
+        return None
+    metric = s.get("metric")
+    if metric not in METRICS:
+        p.append(_unknown(str(metric), tuple(METRICS), "search.metric value"))
+        metric = "avg_acc_tag"
+    mode = s.get("mode", METRICS[metric])
+    if mode not in ("max", "min"):
+        p.append(f"search.mode = {mode!r} is not valid: choose max or min")
+    num_samples = _int_at_least(s.get("num_samples", 10), "search.num_samples", 1, p)
+    seed = _int_at_least(s.get("seed"), "search.seed", 0, p, optional=True)
+    for key in grid:
+        if key != "run.seed":
+            p.append(f"grid.{key} cannot be combined with search (Tune's grid search does not mix with "
+                     f"Optuna): move it into search.space as a categorical, or run one sweep per value")
+    space_raw = s.get("space")
+    if not isinstance(space_raw, dict) or not space_raw:
+        p.append("search.space must map config keys to distributions, e.g. "
+                 "loss.lamb: {type: float, low: 0.1, high: 10, log: true}")
+        return None
+    space: dict[str, dict[str, Any]] = {}
+    for key, dist in flatten(space_raw).items():
+        where = f"search.space.{key}"
+        if key == "run.seed":
+            p.append(f"{where}: seeds are never optimised; list them under grid.run.seed and every sampled "
+                     f"point runs all of them")
+        elif key in base:
+            p.append(f"{where} is also set in base: give each key in one place")
+        elif key == "run.device" or key.startswith("_"):
+            p.append(f"{where} cannot be searched")
+        else:
+            parsed = _parse_distribution(dist, where, p)
+            if parsed is not None:
+                space[key] = parsed
+    return Search(metric=metric, mode=mode, num_samples=num_samples, space=space, seed=seed)
+
+
+def _parse_distribution(d: Any, where: str, p: list[str]) -> dict[str, Any] | None:
+    if not isinstance(d, dict) or d.get("type") not in _DIST_TYPES:
+        p.append(f"{where} = {d!r} is not valid: use {{type: float|int, low, high[, log: true][, step]}} "
+                 f"or {{type: categorical, choices: [...]}}")
+        return None
+    allowed = {"float": ("type", "low", "high", "log"), "int": ("type", "low", "high", "log", "step"),
+               "categorical": ("type", "choices")}[d["type"]]
+    ok = True
+    for key in d:
+        if key not in allowed:
+            p.append(_unknown(f"{where}.{key}", tuple(f"{where}.{a}" for a in allowed), "key"))
+            ok = False
+    if d["type"] == "categorical":
+        if not isinstance(d.get("choices"), list) or not d["choices"]:
+            p.append(f"{where}.choices must be a non-empty list")
+            return None
+        return dict(d) if ok else None
+    num = (int,) if d["type"] == "int" else (int, float)
+    low, high = d.get("low"), d.get("high")
+    for name, v in (("low", low), ("high", high)):
+        if not isinstance(v, num) or isinstance(v, bool):
+            p.append(f"{where}.{name} = {v!r} is not valid: must be {'an int' if d['type'] == 'int' else 'a number'}")
+            ok = False
+    if not ok:
+        return None
+    if low > high:
+        p.append(f"{where}: low = {low} is greater than high = {high}")
+        return None
+    if d.get("log") and low <= 0:
+        p.append(f"{where}: low = {low} is not valid with log: true (must be > 0)")
+        return None
+    if "step" in d and (not isinstance(d["step"], int) or d["step"] < 1 or d.get("log")):
+        p.append(f"{where}.step = {d['step']!r} is not valid: an int >= 1, and not with log: true")
+        return None
+    out = dict(d)
+    if d["type"] == "float":
+        out["low"], out["high"] = float(low), float(high)
+    return out
+
+
+def _parse_resources(raw: Any, p: list[str]) -> Resources:
+    r = _section(raw, "resources", ("cpu", "gpu"), p)
+    values = {}
+    for name, default in (("cpu", 1.0), ("gpu", 0.0)):
+        v = r.get(name, default)
+        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            p.append(f"resources.{name} = {v!r} is not valid: must be a number >= 0")
+            v = default
+        values[name] = float(v)
+    if values["cpu"] == 0 and values["gpu"] == 0:
+        p.append("resources: a trial must ask for some cpu or gpu")
+    if values["gpu"] > 1 and not values["gpu"].is_integer():
+        p.append(f"resources.gpu = {values['gpu']:g} is not valid: above 1 it must be a whole number")
+    return Resources(**values)
+
+
+def _parse_scheduler(raw: Any, base: dict[str, Any], grid: dict[str, list[Any]], search: Search | None,
+                     p: list[str]) -> Scheduler | None:
+    if raw is None or raw == "none":
+        return None
+    if raw == "asha":
+        raw = {"type": "asha"}
+    s = _section(raw, "scheduler", ("type", "metric", "mode", "grace_period", "reduction_factor"), p)
+    if s.get("type") == "none":
+        return None
+    if s.get("type") != "asha":
+        p.append(f"scheduler.type = {s.get('type')!r} is not valid: choose none or asha")
+        return None
+    metric = s.get("metric", search.metric if search else None)
+    if metric not in METRICS:
+        p.append(_unknown(str(metric), tuple(METRICS), "scheduler.metric value"))
+        return None
+    mode = s.get("mode", search.mode if search and metric == search.metric else METRICS[metric])
+    if mode not in ("max", "min"):
+        p.append(f"scheduler.mode = {mode!r} is not valid: choose max or min")
+    grace = _int_at_least(s.get("grace_period", 1), "scheduler.grace_period", 1, p)
+    factor = s.get("reduction_factor", 2)
+    if not isinstance(factor, int | float) or isinstance(factor, bool) or factor <= 1:
+        p.append(f"scheduler.reduction_factor = {factor!r} is not valid: must be a number > 1")
+        factor = 2
+    max_t = 1  # ASHA's horizon: the most tasks any trial trains
+    for point in _points(grid, search):
+        try:
+            cfg = ExperimentConfig.from_dict({k: v for k, v in (base | point).items() if not k.startswith("_")})
+        except ConfigError:
+            continue  # already reported by _check_trial_configs
+        max_t = max(max_t, cfg.data.num_tasks)
+    return Scheduler(metric=metric, mode=mode, max_t=max_t, grace_period=grace,
+                     reduction_factor=float(factor))
+
+
+# ---- the one place config errors are caught --------------------------------------------------------
+
+def _points(grid: dict[str, list[Any]], search: Search | None) -> Iterator[dict[str, Any]]:
+    """Grid points, or in search mode the corners of the space (each bound, each choice)."""
+    if search is None:
+        yield from _cross(grid)
+        return
+    seeds = grid.get("run.seed", [None])
+    first = {k: (d["choices"][0] if d["type"] == "categorical" else d["low"]) for k, d in search.space.items()}
+    for key, d in search.space.items():
+        for v in d["choices"] if d["type"] == "categorical" else (d["low"], d["high"]):
+            point = first | {key: v}
+            yield point if seeds[0] is None else point | {"run.seed": seeds[0]}
+
+
+def _cross(grid: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):
+        yield dict(zip(keys, values, strict=True))
+
+
+def _check_trial_configs(base: dict[str, Any], grid: dict[str, list[Any]], search: Search | None,
+                         p: list[str]) -> None:
+    """Build every trial's ExperimentConfig; report each distinct problem once, with where it comes from."""
+    known = set(valid_keys())
+    seen: dict[str, None] = {}
+
+    def check(values: dict[str, Any]) -> None:
+        try:
+            ExperimentConfig.from_dict(values)
+        except ConfigError as err:
+            seen.update(dict.fromkeys(line.strip() for line in str(err).splitlines()[1:]))
+
+    # Unknown keys first, one by one (cil stops at them), then the values of every trial config.
+    keys = [*base, *grid, *(search.space if search else ())]
+    for key in dict.fromkeys(k for k in keys if k not in known and not k.startswith("_")):
+        check({key: None})
+    for point in _points(grid, search):
+        check({k: v for k, v in (base | point).items() if k in known})
+    for line in seen:
+        p.append(f"{_origin(line, base, grid, search)}: {line}")
+
+
+def _origin(line: str, base: dict[str, Any], grid: dict[str, list[Any]], search: Search | None) -> str:
+    """Which section of the spec supplies the key a config error is about."""
+    m = re.match(r"(?:unknown config key )?'?([\w.\-]+)", line)
+    key = m.group(1) if m else ""
+    if key in grid:
+        return f"grid.{key}"
+    if search and key in search.space:
+        return f"search.space.{key}"
+    if key in base:
+        return f"base.{key}"
+    return "trial config"
+
+
+# ---- small helpers ----------------------------------------------------------------------------------
+
+def _section(raw: Any, name: str, allowed: tuple[str, ...], p: list[str]) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        p.append(f"{name} must be a mapping with keys {', '.join(allowed)}")
+        return {}
+    for key in raw:
+        if key not in allowed:
+            p.append(_unknown(f"{name}.{key}", tuple(f"{name}.{a}" for a in allowed), "key"))
+    return {k: v for k, v in raw.items() if k in allowed}
+
+
+def _int_at_least(v: Any, key: str, low: int, p: list[str], optional: bool = False) -> Any:
+    if v is None and optional:
+        return None
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        p.append(f"{key} = {v!r} is not valid: must be an integer >= {low}")
+        return max(low, 1)
+    return v
+
+
+def _unknown(key: str, valid: tuple[str, ...], what: str) -> str:
+    close = difflib.get_close_matches(key, valid, n=2, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown {what} {key!r}{hint} (valid: {', '.join(valid)})"

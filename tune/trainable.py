@@ -1,0 +1,111 @@
+"""The function trainable: a Tune trial runs ``cil.run`` and reports after every task with a checkpoint.
+
+A trial resumes from ``tune.get_checkpoint()`` (after a failure or a ``Tuner.restore``), so a preempted
+trial loses at most the task in progress. Rows go to Parquet as each task ends, in files keyed by
+(trial_id, task): a retried task overwrites its own files, so rows are never duplicated or lost.
+
+In search mode a trial holds one Optuna point and runs all the spec's seeds in lock-step (task t of
+every seed, then one report with their mean), so the searcher and ASHA judge a point on its seed mean.
+Each seed's rows then carry ``trial_id = <ray trial id>_s<seed>``; otherwise ``trial_id`` is Ray's id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any
+
+import pyarrow.fs as pafs
+import ray
+import torch
+from ray import tune
+
+from cil.config import ExperimentConfig
+from cil.results import join, resolve, write_task
+from cil.run import TaskResult, run
+from tune.spec import SEEDS_KEY
+
+STATE_FILE = "cil_state.pt"
+# A fractional-GPU trial caps its allocator a little under its share: the CUDA context and allocator
+# fragmentation live outside the cap, and trials sharing a card are not isolated from each other.
+GPU_SHARE_HEADROOM = 0.9
+
+
+def train_trial(config: dict[str, Any], *, sweep: str, results_dir: str, gpu_fraction: float = 0.0) -> None:
+    """Tune entry point (bind ``sweep``/``results_dir``/``gpu_fraction`` with ``tune.with_parameters``)."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one INFO line per checkpoint otherwise
+    ray_id = tune.get_context().get_trial_id()
+    device = _device(gpu_fraction)
+    runs = experiment_configs(config, ray_id, device)
+    states = _load_states(len(runs))
+    fail_after = config.get("_test_fail_after_task")
+    for results in zip(*(run(cfg, state) for (_, cfg), state in zip(runs, states, strict=True)), strict=True):
+        for (trial_id, _), r in zip(runs, results, strict=True):
+            tag = {"sweep": sweep, "trial_id": trial_id}
+            write_task([tag | row for row in r.task_rows], [tag | row for row in r.head_rows],
+                       results_dir, trial_id, r.task)
+        with tempfile.TemporaryDirectory() as d:
+            torch.save({"states": [r.state for r in results]}, os.path.join(d, STATE_FILE))
+            tune.report(seed_mean(results), checkpoint=tune.Checkpoint.from_directory(d))
+        if fail_after is not None and results[0].task == fail_after:
+            _fail_once(results_dir, ray_id, fail_after)
+
+
+def experiment_configs(config: dict[str, Any], ray_id: str, device: str) -> list[tuple[str, ExperimentConfig]]:
+    """(trial_id for the rows, cil config) for each cil run of a trial; keys starting with ``_`` are
+    the sweep's own and never reach cil."""
+    flat = {k: v for k, v in config.items() if not k.startswith("_")} | {"run.device": device}
+    seeds = config.get(SEEDS_KEY)
+    if seeds is None:
+        return [(ray_id, ExperimentConfig.from_dict(flat))]
+    return [(f"{ray_id}_s{s}", ExperimentConfig.from_dict(flat | {"run.seed": s})) for s in seeds]
+
+
+def seed_mean(results: tuple[TaskResult, ...]) -> dict[str, Any]:
+    """What a trial reports after a task: metrics averaged over its seeds (one seed: as they are)."""
+    first = results[0].metrics
+    out: dict[str, Any] = {}
+    for key, value in first.items():
+        if key in ("task", "classes_seen", "num_tasks"):
+            out[key] = value
+        elif key.endswith("_seconds"):
+            out[key] = float(sum(r.metrics[key] for r in results))
+        elif isinstance(value, int | float):
+            out[key] = float(sum(r.metrics[key] for r in results) / len(results))
+    out["tasks_done"] = int(first["task"]) + 1
+    out["final_task"] = out["tasks_done"] == int(first.get("num_tasks", -1))
+    out["seeds"] = len(results)
+    return out
+
+
+def _device(gpu_fraction: float) -> str:
+    """The GPU Ray assigned (Ray sets CUDA_VISIBLE_DEVICES, so it is always ``cuda``), else the CPU."""
+    if not ray.get_gpu_ids() or not torch.cuda.is_available():
+        return "cpu"
+    if 0 < gpu_fraction < 1:
+        torch.cuda.set_per_process_memory_fraction(gpu_fraction * GPU_SHARE_HEADROOM, 0)
+    return "cuda"
+
+
+def _load_states(n: int) -> list[dict[str, Any] | None]:
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return [None] * n
+    with checkpoint.as_directory() as d:
+        blob = torch.load(os.path.join(d, STATE_FILE), weights_only=True)
+    if len(blob["states"]) != n:
+        raise RuntimeError(f"checkpoint holds {len(blob['states'])} runs, this trial has {n}")
+    return blob["states"]
+
+
+def _fail_once(results_dir: str, ray_id: str, task: int) -> None:
+    """The test-only failure switch: raise once per trial, remembered by a marker beside the results."""
+    fs, base = resolve(results_dir)
+    marker = join(base, "_test_markers", f"{ray_id}_failed_after_t{task}")
+    if fs.get_file_info(marker).type != pafs.FileType.NotFound:
+        return
+    fs.create_dir(join(base, "_test_markers"), recursive=True)
+    with fs.open_output_stream(marker):
+        pass
+    raise RuntimeError(f"_test_fail_after_task: trial {ray_id} fails once after task {task}, as asked")
