@@ -9,7 +9,6 @@ data, batch size and device beside it for the ratio.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -19,6 +18,7 @@ import torch
 from cil.config import ConfigError, ExperimentConfig
 from cil.data import DataError
 from cil.run import Experiment
+from cil.training import frozen_copy
 
 
 def _sync(device: torch.device) -> None:
@@ -71,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     for t, key in ((0, "finetuning_img_s"), (1, "lwf_img_s")):
         old_model = None
         if t == 1:
-            old_model = copy.deepcopy(exp.model).eval()
-            for q in old_model.parameters():
-                q.requires_grad_(False)
+            old_model = frozen_copy(exp.model)
         exp.add_head(t)
         if args.warmup_batches:
             _time_epoch(exp, t, old_model, args.warmup_batches * args.batch_size)

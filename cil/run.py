@@ -7,7 +7,6 @@ far: resuming from it gives the numbers of an uninterrupted run.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from cil.config import ExperimentConfig
 from cil.data import Dataset, Scenario, load_dataset, make_scenario
 from cil.memory import ExemplarMemory
 from cil.networks import IncrementalNet, make_backbone
-from cil.training import Trainer
+from cil.training import Trainer, frozen_copy
 
 STATE_VERSION = 1
 Log = Callable[[str], None]
@@ -83,8 +82,7 @@ class Experiment:
         torch.manual_seed(cfg.run.seed)
         backbone, dim = make_backbone(cfg.model.network, self.dataset.channels, self.dataset.image_size)
         self.model = IncrementalNet(backbone, dim).to(self.device)
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.model.to(memory_format=torch.channels_last)
         self.approach = make_approach(cfg)
         m = cfg.memory
         self.memory = ExemplarMemory(m.num_exemplars, m.num_exemplars_per_class, m.selection)
@@ -142,9 +140,7 @@ def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
     for t in range(start_task, T):
         old_model = None
         if exp.approach.needs_old_model and t > 0:
-            old_model = copy.deepcopy(exp.model).eval()
-            for p in old_model.parameters():
-                p.requires_grad_(False)
+            old_model = frozen_copy(exp.model)
         exp.add_head(t)
         exp.approach.before_task(t, exp.model)
         train = exp.approach.training_set(t, exp.scenario, exp.memory)
