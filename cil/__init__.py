@@ -2,10 +2,23 @@
 
 ``cil.run(cfg)`` is the incremental loop (a generator yielding after each task); ``cil.losses`` holds the
 public loss functions; ``ExperimentConfig`` is the one validated config tree. This package never imports
-Ray.
+Ray, and importing ``cil.results`` (the Parquet schema and writer) does not import torch either: the
+names below are loaded on first use.
 """
 
-from cil.config import ConfigError, ExperimentConfig
-from cil.run import TaskResult, run
+from __future__ import annotations
 
-__all__ = ["ConfigError", "ExperimentConfig", "TaskResult", "run"]
+import importlib
+from typing import Any
+
+_LAZY = {"ConfigError": "cil.config", "ExperimentConfig": "cil.config", "TaskResult": "cil.run", "run": "cil.run"}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cil' has no attribute {name!r}")

@@ -32,27 +32,34 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
-def write_table(rows: list[dict[str, Any]], results_dir: str, table: str, file_stem: str) -> str:
-    """Write ``rows`` as ``<results_dir>/<table>/<file_stem>.parquet`` atomically; return its path."""
-    if table not in (TASK_RESULTS, HEADS):
-        raise ValueError(f"table = {table!r} is not valid: use {TASK_RESULTS!r} or {HEADS!r}")
-    fs, base = resolve(results_dir)
-    folder = join(base, table)
+def write_parquet(table: pa.Table, path: str, filesystem: pafs.FileSystem | None = None) -> str:
+    """Write ``table`` to ``path`` (a local path or URI, or a path inside ``filesystem``) atomically.
+
+    The temp name starts with ``.`` and ends in ``.tmp``, which readers of results folders skip.
+    """
+    fs, path = (filesystem, path) if filesystem is not None else resolve(path)
+    folder, _, name = path.rstrip("/").rpartition("/")
     fs.create_dir(folder, recursive=True)
-    final = join(folder, f"{file_stem}.parquet")
-    tmp = join(folder, f".{file_stem}.{uuid.uuid4().hex}.tmp")
-    arrow = pa.Table.from_pylist(rows)
+    tmp = join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
     try:
         with fs.open_output_stream(tmp) as out:
-            pq.write_table(arrow, out)
-        fs.move(tmp, final)
+            pq.write_table(table, out)
+        fs.move(tmp, path)
     except BaseException:
         try:
             fs.delete_file(tmp)
         except OSError:
             pass
         raise
-    return final
+    return path
+
+
+def write_table(rows: list[dict[str, Any]], results_dir: str, table: str, file_stem: str) -> str:
+    """Write ``rows`` as ``<results_dir>/<table>/<file_stem>.parquet`` atomically; return its path."""
+    if table not in (TASK_RESULTS, HEADS):
+        raise ValueError(f"table = {table!r} is not valid: use {TASK_RESULTS!r} or {HEADS!r}")
+    fs, base = resolve(results_dir)
+    return write_parquet(pa.Table.from_pylist(rows), join(base, table, f"{file_stem}.parquet"), fs)
 
 
 def write_task(task_rows: list[dict[str, Any]], head_rows: list[dict[str, Any]], results_dir: str,

@@ -1,0 +1,18 @@
+"""The arrows of DESIGN.md: cil never imports ray; analysis never imports torch or ray."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("modules, forbidden", [
+    ("cil, cil.run, cil.cli, cil.bench, cil.losses", ("ray",)),
+    ("analysis, analysis.cli, analysis.figures, analysis.synth, analysis.bench", ("torch", "ray")),
+])
+def test_imports_respect_the_layers(modules, forbidden):
+    code = (f"import sys\nimport {modules}\n"
+            f"print(','.join(m for m in {forbidden!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"{modules} imported {out.stdout.strip()}"
