@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, mat in (("TAw Acc", last.acc_taw), ("TAg Acc", last.acc_tag)):
         print(metrics.format_matrix(name, mat, last.task))
     for name, mat in (("TAw Forg", last.acc_taw), ("TAg Forg", last.acc_tag)):
-        print(metrics.format_matrix(name, metrics.forgetting(mat[: last.task + 1, : last.task + 1]), last.task))
+        forg = metrics.forgetting(mat[: last.task + 1, : last.task + 1])
+        print(metrics.format_matrix(name, forg, last.task, forgetting=True))
     print(f"results: {results_dir}  ({time.perf_counter() - start:.1f}s)")
     return 0

@@ -49,10 +49,14 @@ def average_forgetting(forg: np.ndarray, t: int) -> float:
     return float(forg[t, :t].mean()) if t > 0 else 0.0
 
 
-def format_matrix(name: str, mat: np.ndarray, upto: int) -> str:
-    """FACIL-style printout: one line per trained task, percentages of the tested tasks."""
+def format_matrix(name: str, mat: np.ndarray, upto: int, forgetting: bool = False) -> str:
+    """FACIL-style printout: one line per trained task, percentages of the tested tasks.
+
+    The average is over the tested tasks, or for forgetting over the old ones (u < t), as FACIL prints it.
+    """
     lines = [f"{name}"]
     for t in range(upto + 1):
         cells = "".join(f"{100 * mat[t, u]:6.1f}% " for u in range(t + 1))
-        lines.append(f"  {cells}| Avg.: {100 * mat[t, : t + 1].mean():5.1f}%")
+        avg = average_forgetting(mat, t) if forgetting else average_accuracy(mat, t)
+        lines.append(f"  {cells}| Avg.: {100 * avg:5.1f}%")
     return "\n".join(lines)

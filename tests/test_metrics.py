@@ -9,6 +9,7 @@ from cil.metrics import (
     average_forgetting,
     average_incremental_accuracy,
     forgetting,
+    format_matrix,
     task_accuracies,
 )
 
@@ -49,3 +50,10 @@ def test_task_aware_vs_agnostic_counts_and_tag_never_above_taw():
         yy = torch.randint(3, 7, (50,), generator=rng)
         a, b = task_accuracies([h0, h1], yy, [0, 3], eval_task=1)
         assert b.item() <= a.item()
+
+
+def test_format_matrix_averages_like_facil():
+    text = format_matrix("TAg Forg", forgetting(ACC), 2, forgetting=True).splitlines()
+    assert text[0] == "TAg Forg"
+    assert text[3].endswith("Avg.:  22.5%")   # mean of 15% and 30%, the diagonal left out
+    assert format_matrix("TAg Acc", ACC, 1).splitlines()[2].endswith("Avg.:  75.0%")
