@@ -47,7 +47,11 @@ def task_seed(seed: int, task: int, stream: int) -> int:
 
 class DeviceScenario:
     """A scenario whose task splits are decoded once and kept as uint8 tensors on the device
-    (or on the host with ``data.on_device = false``, copied over when asked for)."""
+    (or on the host with ``data.on_device = false``, copied over when asked for).
+
+    Every task's test split is kept; train and validation splits only for the task being trained, so an
+    ImageNet-sized run holds one task's training images, not all of them.
+    """
 
     def __init__(self, scenario: Scenario, device: torch.device, on_device: bool) -> None:
         self.inner = scenario
@@ -60,6 +64,9 @@ class DeviceScenario:
 
     def task_split(self, t: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         if (t, split) not in self._cache:
+            if split != "test":  # test sets stay (every task is tested each time); train/val of one task only
+                for key in [k for k in self._cache if k[1] != "test" and k[0] != t]:
+                    del self._cache[key]
             x, y = self.inner.task_split(t, split)
             self._cache[t, split] = (x.to(self.home), y.to(self.home))
         x, y = self._cache[t, split]
