@@ -7,6 +7,7 @@ is called only to fetch what is missing.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pickle
 from collections.abc import Callable
@@ -34,7 +35,14 @@ def _fetch(what: str, root: Path, download: bool, expected: str, fetch: Callable
                         f"(pass download=True to fetch it)")
     try:
         root.mkdir(parents=True, exist_ok=True)
-        fetch()
+        # Trials sharing a node may all reach here on first use: one downloads, the others wait for the
+        # lock and then find the files (torchvision checks them and skips the download).
+        with open(root / ".cil-download.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                fetch()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
     except (OSError, RuntimeError) as e:  # URLError is an OSError
         raise DataError(f"could not download {what} into {str(root)!r} ({e}); "
                         f"place {expected} there by hand") from e
