@@ -68,6 +68,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
                 loaded = yaml.safe_load(f) or {}
         except OSError as err:
             raise ConfigError(f"--config {args.config!r} cannot be read: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--config {args.config!r} is not valid YAML: {err}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"--config {args.config!r} must hold a mapping of config keys")
         values.update(flatten(loaded))
@@ -83,22 +85,39 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r} is not valid: use --set KEY=VALUE, e.g. --set loss.lamb=2")
-        values[key.strip()] = yaml.safe_load(raw)
+        try:
+            values[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({err})") from None
     return ExperimentConfig.from_dict(values)
+
+
+def _check_writable_dir(path: str) -> None:
+    """Fail before training, not after the first task, when the results can never be written."""
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ConfigError(f"--results-path {path!r} is not usable: {probe!r} is a file, not a folder")
+    if not os.access(probe, os.W_OK):
+        raise ConfigError(f"--results-path {path!r} is not usable: {probe!r} is not writable")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        device = cfg.resolved_device()
+        results_root = os.path.abspath(args.results_path)
+        _check_writable_dir(results_root)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     exp_name = args.exp_name or f"{cfg.data.dataset}_{cfg.approach}"
-    results_dir = os.path.join(os.path.abspath(args.results_path), exp_name, "results")
+    results_dir = os.path.join(results_root, exp_name, "results")
     trial_id = f"{cfg.approach}-s{cfg.run.seed}-{cfg.fingerprint()}"
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
-    print(f"experiment {exp_name} / {trial_id} on {cfg.resolved_device()}", flush=True)
+    print(f"experiment {exp_name} / {trial_id} on {device}", flush=True)
     start = time.perf_counter()
     try:
         for result in run(cfg, log=log):

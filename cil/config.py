@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -117,11 +118,29 @@ class ExperimentConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
+        self._check_types()
         self._resolve_presets()
         self.data.data_root = os.path.abspath(os.path.expanduser(self.data.data_root))
         problems = _validate(self)
         if problems:
             raise ConfigError("invalid experiment config:\n  " + "\n  ".join(problems))
+
+    def _check_types(self) -> None:
+        """Every leaf's type (also for direct construction), so later checks compare like with like."""
+        problems = []
+        for key, tp in _LEAVES.items():
+            head, _, leaf = key.partition(".")
+            owner = getattr(self, head) if leaf else self
+            if leaf and not dataclasses.is_dataclass(owner):
+                problems.append(f"{head} = {owner!r} has the wrong type: expected {_HINTS[head].__name__}")
+                continue
+            name = leaf or head
+            try:
+                setattr(owner, name, _convert(key, getattr(owner, name), tp))
+            except ConfigError as err:
+                problems.append(str(err))
+        if problems:
+            raise ConfigError("invalid experiment config:\n  " + "\n  ".join(dict.fromkeys(problems)))
 
     def _resolve_presets(self) -> None:
         """Fill loss weights left as None from the approach's preset, so results record real values."""
@@ -181,11 +200,19 @@ class ExperimentConfig:
         return hashlib.sha1(blob).hexdigest()[:10]
 
     def resolved_device(self) -> str:
-        if self.run.device != "auto":
-            return self.run.device
+        """The device to run on; ``auto`` is CUDA when there is one. A CUDA device that this machine
+        does not have is a ConfigError (checked here, at run time: a sweep may be validated elsewhere)."""
         import torch
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.run.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.run.device.startswith("cuda"):
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            index = int(self.run.device.partition(":")[2] or 0)
+            if index >= count:
+                raise ConfigError(f"run.device = {self.run.device!r} is not available: this machine has "
+                                  f"{count} CUDA device(s); use auto, cpu" + (", cuda:0.." if count else ""))
+        return self.run.device
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -317,7 +344,8 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
     if m.num_exemplars > 0 and m.num_exemplars_per_class > 0:
         p.append(f"memory.num_exemplars = {m.num_exemplars} and memory.num_exemplars_per_class = "
                  f"{m.num_exemplars_per_class} cannot both be set: choose a total or a per-class budget")
-    if cfg.run.device != "auto" and not (cfg.run.device == "cpu" or cfg.run.device == "mps"
-                                         or cfg.run.device.startswith("cuda")):
-        p.append(f"run.device = {cfg.run.device!r} is not valid: use auto, cpu, cuda or cuda:N")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.run.device):
+        p.append(f"run.device = {cfg.run.device!r} is not valid: use auto, cpu, mps, cuda or cuda:N")
+    if not 0 <= cfg.run.seed < 2**32:
+        p.append(f"run.seed = {cfg.run.seed!r} is not valid: must be in [0, 2**32)")
     return p

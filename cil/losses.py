@@ -59,12 +59,18 @@ def bce_kd(outputs: Sequence[torch.Tensor], old_outputs: Sequence[torch.Tensor])
 
 
 def bce_pred(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean BCE(sigmoid(z), one_hot(y)) over one head's logits: a shift-sensitive prediction loss."""
+    """Mean BCE(sigmoid(z), one_hot(y)) over one head's logits: a shift-sensitive prediction loss.
+
+    A target outside ``[0, n_classes)`` (a sample of another task, e.g. an exemplar) has an all-zero
+    one-hot row: it is a negative for every class of this head.
+    """
     if logits.dim() != 2:
         raise ValueError(f"logits must be [batch, classes], got shape {tuple(logits.shape)}")
     if targets.shape != logits.shape[:1]:
         raise ValueError(f"targets shape {tuple(targets.shape)} does not match logits batch {logits.size(0)}")
-    # scatter instead of F.one_hot: one_hot checks the label range on the host, a sync per batch on CUDA.
+    # A comparison instead of F.one_hot: one_hot checks the label range on the host (a sync per batch on
+    # CUDA) and rejects other tasks' labels.
     logits = logits.float()
-    one_hot = torch.zeros_like(logits).scatter_(1, targets.long().unsqueeze(1), 1.0)
+    classes = torch.arange(logits.size(1), device=logits.device)
+    one_hot = (targets.long().unsqueeze(1) == classes).to(logits.dtype)
     return F.binary_cross_entropy_with_logits(logits, one_hot)

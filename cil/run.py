@@ -155,7 +155,8 @@ def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
         gen = torch.Generator(device=exp.device).manual_seed(task_seed(cfg.run.seed, t, 1))
         if log:
             log(f"task {t}: training on {len(train[1])} samples, classes {exp.scenario.taskcla[t][1]}")
-        report = exp.trainer.fit(exp.approach, exp.model, old_model, t, train, val, exp.memory, gen, log)
+        report = exp.trainer.fit(exp.approach, exp.model, old_model, t, train, val, exp.memory, gen, log,
+                                 warmup_data=exp.scenario.task_split(t, "train"))
         seconds.append(report.seconds)
         del old_model
         if exp.approach.uses_memory and exp.memory.enabled:

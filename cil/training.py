@@ -112,8 +112,12 @@ class Trainer:
 
     def fit(self, approach: Approach, model: IncrementalNet, old_model: IncrementalNet | None, t: int,
             train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-            memory: ExemplarMemory, generator: torch.Generator, log: Log | None = None) -> FitReport:
-        """FACIL's train loop: warm-up, then SGD with lr decay on plateau and best-model restore."""
+            memory: ExemplarMemory, generator: torch.Generator, log: Log | None = None,
+            warmup_data: tuple[torch.Tensor, torch.Tensor] | None = None) -> FitReport:
+        """FACIL's train loop: warm-up, then SGD with lr decay on plateau and best-model restore.
+
+        ``warmup_data``: the new task's own samples (FACIL warms the new head up before exemplars join).
+        """
         tc = self.cfg.train
         start = time.perf_counter()
         all_outputs = approach.use_all_outputs(memory)
@@ -123,7 +127,7 @@ class Trainer:
             return approach.criterion(t, out, yb, old_out, offset, all_outputs)
 
         if t > 0 and tc.warmup_nepochs > 0:
-            self._warmup(model, t, train, generator)
+            self._warmup(model, t, warmup_data if warmup_data is not None else train, generator)
 
         params = [p for p in approach.train_parameters(model, t, memory) if p.requires_grad]
         lr = tc.lr
@@ -193,7 +197,12 @@ class Trainer:
 
 
 class _WarmupApproach(Approach):
-    """Train mode as usual; the warm-up's loss is given by the trainer."""
+    """FACIL's warm-up trains the new head alone: everything else stays in eval mode (BatchNorm
+    statistics untouched); the loss is given by the trainer."""
+
+    def set_train_mode(self, model: IncrementalNet, t: int) -> None:
+        model.eval()
+        model.heads[t].train()
 
 
 def frozen_copy(model: IncrementalNet) -> IncrementalNet:

@@ -1,5 +1,7 @@
 """The experiment config: round trip, presets, and one clear error per bad value."""
 
+import re
+
 import pytest
 
 from cil.config import ConfigError, ExperimentConfig, valid_keys
@@ -62,3 +64,27 @@ def test_fingerprint_ignores_machine_keys_only():
 
 def test_data_root_is_absolute():
     assert ExperimentConfig.from_dict({"data.data_root": "rel/dir"}).data.data_root.startswith("/")
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ({"run.seed": -1}, "run.seed = -1 is not valid"),
+    ({"run.device": "cuda:x"}, "run.device = 'cuda:x' is not valid"),
+])
+def test_more_bad_values(values, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        ExperimentConfig.from_dict(values)
+
+
+def test_direct_construction_is_checked_too():
+    from cil.config import DataConfig, TrainConfig
+
+    with pytest.raises(ConfigError, match="data.num_tasks = '5' has the wrong type"):
+        ExperimentConfig(data=DataConfig(num_tasks="5"))
+    assert ExperimentConfig(train=TrainConfig(lr=1)).train.lr == 1.0 and isinstance(
+        ExperimentConfig(train=TrainConfig(lr=1)).train.lr, float)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a machine without CUDA")
+def test_unavailable_cuda_is_a_config_error():
+    with pytest.raises(ConfigError, match="run.device = 'cuda' is not available"):
+        ExperimentConfig.from_dict({"run.device": "cuda"}).resolved_device()

@@ -111,3 +111,11 @@ def test_gradients_flow_to_the_student_only():
     b = _t(B0).requires_grad_()
     kd_task([a], [b.detach()], T).backward()
     assert a.grad is not None and b.grad is None
+
+
+def test_bce_pred_treats_other_tasks_labels_as_negatives():
+    # label 5 is outside this 3-class head (an exemplar of an old task): all-zero target row
+    got = bce_pred(_t(A1), torch.tensor([1, 5]))
+    assert got.item() == pytest.approx(_hand_bce(A1, [[0, 1, 0], [0, 0, 0]]), rel=1e-6)
+    got = bce_pred(_t(A1), torch.tensor([-2, 0]))
+    assert got.item() == pytest.approx(_hand_bce(A1, [[0, 0, 0], [1, 0, 0]]), rel=1e-6)

@@ -117,6 +117,8 @@ def test_cli_runs_and_writes_parquet(tmp_path):
 
 @pytest.mark.parametrize("args, fragment", [
     (["--set", "los.lamb=1"], "did you mean 'loss.lamb'"),
+    (["--set", "loss.lamb=["], "not valid YAML"),
+    (["--seed", "-3"], "run.seed = -3 is not valid"),
     (["--num-tasks", "12"], "data.num_tasks = 12 is not valid"),
     (["--datasets", "folder", "--data-root", "/nonexistent/data"], "/nonexistent/data"),
 ])
@@ -126,3 +128,36 @@ def test_cli_bad_input_clear_error_and_nothing_written(tmp_path, args, fragment)
     assert fragment in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "res").exists()
+
+
+def test_cli_results_path_that_is_a_file_fails_before_training(tmp_path):
+    blocker = tmp_path / "res"
+    blocker.write_text("not a folder")
+    out = _cli(tmp_path, "--nepochs", "1", "--num-tasks", "2")
+    assert out.returncode == 2 and "is a file, not a folder" in out.stderr
+    assert "task 0" not in out.stdout and blocker.read_text() == "not a folder"
+
+
+def _heads_after_two_tasks(cfg):
+    states = [r.state for r in run(cfg)]
+    return [s["model"]["heads.0.weight"] for s in states]
+
+
+@pytest.mark.parametrize("approach, memory, moves", [
+    ("lwf", 0, False),        # FACIL: without exemplars old heads stay as they are
+    ("lwf", 20, True),        # with exemplars every head is trained
+    ("freezing", 0, False),
+    ("freezing", 20, True),
+    ("finetuning", 0, False),
+])
+def test_which_heads_train_follows_facil(approach, memory, moves):
+    cfg = _cfg(approach=approach, **{"data.num_tasks": 2, "train.nepochs": 1, "memory.num_exemplars": memory})
+    after0, after1 = _heads_after_two_tasks(cfg)
+    assert (not torch.equal(after0, after1)) == moves
+
+
+def test_warmup_with_exemplars_runs_on_the_new_task_only():
+    cfg = _cfg(approach="lwf", **{"data.num_tasks": 3, "train.nepochs": 1, "train.warmup_nepochs": 1,
+                                  "memory.num_exemplars": 20, "memory.selection": "herding"})
+    df, _, last = _rows(cfg)
+    assert len(df) == 6 and last.metrics["avg_acc_taw"] > 0.5

@@ -19,6 +19,8 @@ class Freezing(Approach):
     def train_parameters(self, model: IncrementalNet, t: int, memory: ExemplarMemory) -> Iterable[torch.nn.Parameter]:
         if t <= FREEZE_AFTER:
             return model.parameters()
+        if self.use_all_outputs(memory):  # FACIL: with exemplars every head is scored, so every head trains
+            return model.heads.parameters()
         return model.heads[t].parameters()
 
     def before_task(self, t: int, model: IncrementalNet) -> None:

@@ -19,17 +19,18 @@ class LwF(Approach):
     needs_old_model = True
 
     def train_parameters(self, model: IncrementalNet, t: int, memory: ExemplarMemory):
-        return model.parameters()  # FACIL's LwF trains old heads too: distillation keeps them in place
+        """FACIL's LwF: without exemplars the old heads are left as they are (backbone + new head only)."""
+        if t > 0 and memory.size == 0:
+            return [*model.backbone.parameters(), *model.heads[t].parameters()]
+        return model.parameters()
 
     def criterion(self, t: int, outputs: list[torch.Tensor], targets: torch.Tensor,
                   old_outputs: list[torch.Tensor] | None, offset: int, all_outputs: bool) -> torch.Tensor:
         w = self.cfg.loss
         loss = self.prediction_loss(t, outputs, targets, offset, all_outputs)
         if w.w_bce_pred:
-            if all_outputs:
-                loss = loss + w.w_bce_pred * losses.bce_pred(torch.cat(outputs, dim=1), targets)
-            else:
-                loss = loss + w.w_bce_pred * losses.bce_pred(outputs[t], targets - offset)
+            # DESIGN.md: the current head only; with exemplars, old-class samples are negatives for it.
+            loss = loss + w.w_bce_pred * losses.bce_pred(outputs[t], targets - offset)
         if t == 0 or old_outputs is None or not w.lamb:
             return loss
         new_old, old = outputs[:t], old_outputs[:t]
