@@ -55,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.out:
+        check_out(args.out)  # before loading anything, so a bad --out costs no work
     df = load(args.results)
     trials = trial_metrics(df)
     table = summary(trials, by=args.by, baseline=args.baseline, include_partial=args.include_partial)
@@ -64,6 +66,20 @@ def run(args: argparse.Namespace) -> None:
             print(f"note: {note}", file=sys.stderr)
     if args.out:
         write_outputs(args, df, trials, table)
+
+
+def check_out(out: str) -> None:
+    """``--out`` must be a folder, or a path where one can be made: not an existing file, and not
+    under one."""
+    path = os.path.abspath(out)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ResultsError(f"--out {out!r} is an existing file, not a folder: give a folder for summary.csv, "
+                           f"trials.csv and the figures (it is created if missing)")
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ResultsError(f"--out {out!r} cannot be made: {parent!r} is a file, not a folder")
 
 
 def write_outputs(args: argparse.Namespace, df: pd.DataFrame, trials: pd.DataFrame, table: pd.DataFrame

@@ -75,6 +75,18 @@ def test_cli_errors_exit_2_with_a_message(tmp_path, capsys, storage):
     assert "valid columns are" in capsys.readouterr().err
 
 
+def test_out_that_is_a_file_exits_2_before_any_work(tmp_path, capsys, monkeypatch, storage):
+    taken = tmp_path / "taken.csv"
+    taken.write_text("keep me")
+    monkeypatch.setattr(cli, "load", lambda *a, **k: pytest.fail("loaded results despite a bad --out"))
+    assert cli.main([storage, "--out", str(taken)]) == 2
+    captured = capsys.readouterr()
+    assert f"error: --out {str(taken)!r} is an existing file, not a folder" in captured.err
+    assert captured.out == "" and taken.read_text() == "keep me"
+    assert cli.main([storage, "--out", str(taken / "sub")]) == 2
+    assert f"{str(taken)!r} is a file, not a folder" in capsys.readouterr().err
+
+
 def test_cli_csv_format_and_include_partial(storage, capsys):
     assert cli.main([storage, "--format", "csv", "--include-partial"]) == 0
     captured = capsys.readouterr()

@@ -17,6 +17,7 @@ from tune.spec import SEEDS_KEY, Resources, SpecError, check_capacity, parse_spe
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESETS = sorted(glob.glob(os.path.join(ROOT, "tune", "presets", "*.yaml")))
 FAST = {"data.dataset": "digits", "data.num_tasks": 2, "model.network": "convnet", "train.nepochs": 2}
+NO_EPOCHS = {k: v for k, v in FAST.items() if k != "train.nepochs"}  # for searching train.nepochs
 
 
 def problems(raw: dict) -> str:
@@ -78,6 +79,18 @@ def test_optuna_preset_runs_every_seed_per_point() -> None:
     ({"base": FAST, "scheduler": {"type": "hyperband"}}, "scheduler.type = 'hyperband' is not valid"),
     ({"base": FAST, "failure": {"max_failure": 1}}, "did you mean 'failure.max_failures'"),
     ({"base": FAST | {"run.device": "cuda"}}, "base.run.device cannot be set in a sweep"),
+    ({"base": NO_EPOCHS, "search": {"metric": "avg_acc_tag", "space": {"train.nepochs": {"type": "float", "low": 1,
+                                                                                    "high": 4}}}},
+     "search.space.train.nepochs: type: float is not valid for train.nepochs, an int"),
+    ({"base": FAST, "search": {"metric": "avg_acc_tag", "space": {"data.nc_first_task": {"type": "float", "low": 2,
+                                                                                         "high": 5}}}},
+     "use type: int"),
+    ({"base": FAST, "search": {"metric": "avg_acc_tag", "space": {"data.fixed_class_order": {"type": "int", "low": 0,
+                                                                                            "high": 1}}}},
+     "search.space.data.fixed_class_order: type: int is not valid for data.fixed_class_order, a bool"),
+    ({"base": FAST, "grid": {"run.seed": [0, 1]},
+      "scheduler": {"type": "asha", "metric": "avg_acc_tag", "grace_period": 3}},
+     "scheduler.grace_period = 3 is not valid: must be <= 2, the most tasks any trial trains"),
 ])
 def test_spec_errors_name_the_key(raw: dict, expected: str) -> None:
     assert expected in problems(raw)
@@ -136,3 +149,55 @@ def test_spec_typo_stops_the_cli(tmp_path, capsys: pytest.CaptureFixture[str]) -
 def test_relative_data_root_is_made_absolute() -> None:
     spec = parse_spec({"base": FAST | {"data.data_root": "some/data"}})
     assert spec.base["data.data_root"] == os.path.abspath("some/data")
+
+
+def test_search_types_follow_the_config_leaf() -> None:
+    """int over a float key is fine (and stays int); categorical choices are each checked as a trial."""
+    spec = parse_spec({"base": NO_EPOCHS, "search": {"metric": "avg_acc_tag", "num_samples": 4, "space": {
+        "loss.T": {"type": "int", "low": 1, "high": 4},
+        "train.nepochs": {"type": "int", "low": 1, "high": 3}}}})
+    assert all(isinstance(c["train.nepochs"], int) and 1 <= c["loss.T"] <= 4 for c in spec.trial_configs())
+    text = problems({"base": NO_EPOCHS, "search": {"metric": "avg_acc_tag", "space": {
+        "train.nepochs": {"type": "categorical", "choices": [2, 2.5]}}}})
+    assert "search.space.train.nepochs: train.nepochs = 2.5 has the wrong type: expected int" in text
+
+
+def test_grace_period_may_equal_the_tasks() -> None:
+    spec = parse_spec({"base": {k: v for k, v in FAST.items() if k != "data.num_tasks"},
+                       "grid": {"data.num_tasks": [2, 3]},
+                       "scheduler": {"type": "asha", "metric": "avg_acc_tag", "grace_period": 3}})
+    assert spec.scheduler and spec.scheduler.max_t == 3 and spec.scheduler.grace_period == 3
+
+
+PAPER_PRESETS = ("cifar100_lwf_paper.yaml", "cifar100_lwf_lamb_optuna.yaml", "imagenet100_lwf.yaml")
+FACIL_DEFAULTS = {"data.num_tasks": 10, "train.nepochs": 200, "train.lr": 0.1, "train.lr_min": 1e-4,
+                  "train.lr_factor": 3, "train.lr_patience": 5, "train.momentum": 0, "train.weight_decay": 0,
+                  "train.batch_size": 64, "loss.T": 2}
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_paper_presets_use_facil_defaults_and_seeded_class_order(name: str) -> None:
+    """As the paper's run.sh (FACIL's --datasets cifar100): the class order is shuffled by each seed."""
+    from tune.spec import load_spec
+
+    spec = load_spec(os.path.join(ROOT, "tune", "presets", name))
+    assert spec.base["data.fixed_class_order"] is False
+    assert {k: spec.base[k] for k in FACIL_DEFAULTS} == FACIL_DEFAULTS
+    if spec.search is None:
+        assert spec.base["loss.lamb"] == 1
+    expected_net = "resnet18" if name.startswith("imagenet") else "resnet32"
+    assert spec.base["model.network"] == expected_net
+
+
+def test_malformed_address_is_a_clear_error(tmp_path) -> None:
+    """The real CLI and Ray (a malformed address fails at once, without looking for clusters)."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"base": FAST, "grid": {"approach": ["lwf"]}}))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-m", "tune", "sweep", str(spec), "--address", "not an address",
+                           "--storage", str(tmp_path / "store")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "error: cannot connect to the Ray cluster at address 'not an address'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "store").exists()

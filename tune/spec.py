@@ -12,13 +12,14 @@ import itertools
 import math
 import os
 import re
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from cil.config import ConfigError, ExperimentConfig, flatten, valid_keys
+from cil.config import _LEAVES, ConfigError, ExperimentConfig, flatten, valid_keys
 
 TOP_KEYS = ("base", "grid", "search", "scheduler", "resources", "max_concurrent", "failure", "checkpoint")
 # Trial-config keys that are not part of the cil config. ``_test_fail_after_task: K`` makes a trial raise
@@ -280,7 +281,7 @@ def _parse_search(raw: Any, base: dict[str, Any], grid: dict[str, list[Any]], p:
             p.append(f"{where} cannot be searched")
         else:
             parsed = _parse_distribution(dist, where, p)
-            if parsed is not None:
+            if parsed is not None and _check_leaf_type(key, parsed, where, p):
                 space[key] = parsed
     return Search(metric=metric, mode=mode, num_samples=num_samples, space=space, seed=seed)
 
@@ -325,6 +326,32 @@ def _parse_distribution(d: Any, where: str, p: list[str]) -> dict[str, Any] | No
     return out
 
 
+def _leaf_type(key: str) -> Any:
+    """The cil config leaf's type without ``| None`` (``int | None`` -> int); None for unknown keys."""
+    tp = _LEAVES.get(key)
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if len(args) == 1 else tp
+
+
+def _check_leaf_type(key: str, d: dict[str, Any], where: str, p: list[str]) -> bool:
+    """A numeric distribution must sample values of the key's type: float over an int key would give
+    non-integer trials (the corner check cannot see it: integral bounds pass as ints). Categorical
+    choices are each checked as a trial config, and unknown keys are reported there too."""
+    leaf = _leaf_type(key)
+    if d["type"] == "categorical" or leaf is None:
+        return True
+    if d["type"] == "float" and leaf is int:
+        p.append(f"{where}: type: float is not valid for {key}, an int: its samples would not be whole "
+                 f"numbers; use type: int (optionally with step), or type: categorical")
+        return False
+    if leaf not in (int, float):
+        name = getattr(leaf, "__name__", str(leaf))
+        p.append(f"{where}: type: {d['type']} is not valid for {key}, a {name}: use type: categorical with "
+                 f"choices")
+        return False
+    return True
+
+
 def _parse_resources(raw: Any, p: list[str]) -> Resources:
     r = _section(raw, "resources", ("cpu", "gpu"), p)
     values = {}
@@ -365,13 +392,16 @@ def _parse_scheduler(raw: Any, base: dict[str, Any], grid: dict[str, list[Any]],
     if not isinstance(factor, int | float) or isinstance(factor, bool) or factor <= 1:
         p.append(f"scheduler.reduction_factor = {factor!r} is not valid: must be a number > 1")
         factor = 2
-    max_t = 1  # ASHA's horizon: the most tasks any trial trains
+    max_t, valid = 1, False  # ASHA's horizon: the most tasks any trial trains
     for point in _points(grid, search):
         try:
             cfg = ExperimentConfig.from_dict({k: v for k, v in (base | point).items() if not k.startswith("_")})
         except ConfigError:
             continue  # already reported by _check_trial_configs
-        max_t = max(max_t, cfg.data.num_tasks)
+        max_t, valid = max(max_t, cfg.data.num_tasks), True
+    if valid and grace > max_t:
+        p.append(f"scheduler.grace_period = {grace} is not valid: must be <= {max_t}, the most tasks any trial "
+                 f"trains (ASHA's max_t, from data.num_tasks)")
     return Scheduler(metric=metric, mode=mode, max_t=max_t, grace_period=grace,
                      reduction_factor=float(factor))
 

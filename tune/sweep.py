@@ -86,9 +86,23 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
     # Bounded checkpoints (num_to_keep) force an experiment snapshot every few reports, by design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=verbose > 0, configure_logging=verbose > 0)
+        connect(address, verbose)
     tuner = restore_tuner(spec, paths) if resume else make_tuner(spec, paths, verbose)
     return tuner.fit()
+
+
+def connect(address: str | None, verbose: int = 1) -> None:
+    """Join the Ray cluster at ``address``, or start a local Ray when it is None; a cluster that cannot
+    be reached is a SweepError naming the address, not a traceback."""
+    try:
+        ray.init(address=address, log_to_driver=verbose > 0, configure_logging=verbose > 0)
+    except Exception as err:  # ConnectionError (no cluster), ValueError (bad address), RuntimeError ...
+        if address is None:
+            raise
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise SweepError(f"cannot connect to the Ray cluster at address {address!r} (--address or $RAY_ADDRESS): "
+                         f"{detail}. Start the cluster first (ray start --head, or ray up), pass the "
+                         f"address it printed, or leave out --address to run a local Ray") from None
 
 
 def _trial_dirname(trial: Any) -> str:
