@@ -46,7 +46,9 @@ def row_key(codes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def drop_duplicates(df: pd.DataFrame, codes: np.ndarray, first: np.ndarray, keys: tuple[str, str],
                     what: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Keep the last row of each (trial, *keys) and warn: duplicates mean a writer misbehaved.
+    """Keep the last row of each (trial, *keys). Identical copies are dropped silently (a finished
+    trial's per-task files are merged into one, and a reader may catch both for a moment); differing
+    values warn: they mean a writer misbehaved.
 
     Returns the rows with their trial codes and first rows (renumbered when rows were dropped).
     """
@@ -62,6 +64,9 @@ def drop_duplicates(df: pd.DataFrame, codes: np.ndarray, first: np.ndarray, keys
     dup = pd.Series(key).duplicated(keep="last").to_numpy()
     if not dup.any():
         return df, codes, first
+    if _copies_only(df, key):  # a trial's files caught while being compacted into one: same rows twice
+        df = df.loc[~dup].reset_index(drop=True)
+        return (df, *trial_codes(df))
     first_dup = df.loc[dup].iloc[0]
     warnings.warn(
         f"{what}: {int(dup.sum())} duplicate rows for the same (sweep, trial_id, {', '.join(keys)}) "
@@ -69,6 +74,17 @@ def drop_duplicates(df: pd.DataFrame, codes: np.ndarray, first: np.ndarray, keys
         f"{keys[1]}={first_dup[keys[1]]}); kept the last one read", stacklevel=3)
     df = df.loc[~dup].reset_index(drop=True)
     return (df, *trial_codes(df))
+
+
+_VALUE_COLUMNS = ("acc_taw", "acc_tag", "forg_taw", "forg_tag", "classes_seen", "weight_norm", "bias_mean")
+
+
+def _copies_only(df: pd.DataFrame, key: np.ndarray) -> bool:
+    """True when every duplicated key carries the same values each time (identical copies)."""
+    repeated = pd.Series(key).duplicated(keep=False).to_numpy()
+    values = [c for c in _VALUE_COLUMNS if c in df.columns]
+    sub = df.loc[repeated, values].assign(_key=key[repeated])
+    return bool((sub.groupby("_key")[values].nunique(dropna=False) <= 1).all().all())
 
 
 def complete_trials(codes: np.ndarray, first: np.ndarray, num_tasks: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import yaml
 from cil import metrics
 from cil.config import ConfigError, ExperimentConfig, flatten
 from cil.data import DataError
-from cil.results import write_task
+from cil.results import compact_trial, write_task
 from cil.run import run
 
 # FACIL flag -> dotted config key. Flags default to None so only the ones given override the config.
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    compact_trial(results_dir, trial_id)
     print("=" * 60)
     for name, mat in (("TAw Acc", last.acc_taw), ("TAg Acc", last.acc_tag)):
         print(metrics.format_matrix(name, mat, last.task))

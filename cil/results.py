@@ -1,7 +1,9 @@
 """Result rows -> Parquet, written atomically on local paths and any pyarrow filesystem (s3://...).
 
 Files are named by (trial, task), so a retried or resumed trial overwrites its own files instead of
-adding duplicate rows, and readers never see a half-written file (temp name, then rename).
+adding duplicate rows, and readers never see a half-written file (temp name, then rename). Once a trial
+has finished, :func:`compact_trial` merges its per-task files into one per table, so a large sweep is
+not read back as millions of small files.
 """
 
 from __future__ import annotations
@@ -68,3 +70,25 @@ def write_task(task_rows: list[dict[str, Any]], head_rows: list[dict[str, Any]],
     stem = f"{trial_id}_t{task:03d}"
     write_table(task_rows, results_dir, TASK_RESULTS, stem)
     write_table(head_rows, results_dir, HEADS, stem)
+
+
+def compact_trial(results_dir: str, trial_id: str) -> int:
+    """Merge a finished trial's per-task files into ``<trial_id>.parquet`` per table; return how many
+    files it replaced. The merged file is in place before the parts are deleted, so a reader always
+    finds every row (for a moment twice, as identical copies, which readers drop)."""
+    fs, base = resolve(results_dir)
+    replaced = 0
+    prefix = f"{trial_id}_t"
+    for table in (TASK_RESULTS, HEADS):
+        folder = join(base, table)
+        infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        parts = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.startswith(prefix)
+                       and i.base_name.endswith(".parquet") and i.base_name[len(prefix):-8].isdigit())
+        if not parts:
+            continue
+        merged = pa.concat_tables([pq.read_table(p, filesystem=fs) for p in parts], promote_options="default")
+        write_parquet(merged, join(folder, f"{trial_id}.parquet"), fs)
+        for part in parts:
+            fs.delete_file(part)
+        replaced += len(parts)
+    return replaced

@@ -2,7 +2,8 @@
 
 A trial resumes from ``tune.get_checkpoint()`` (after a failure or a ``Tuner.restore``), so a preempted
 trial loses at most the task in progress. Rows go to Parquet as each task ends, in files keyed by
-(trial_id, task): a retried task overwrites its own files, so rows are never duplicated or lost.
+(trial_id, task): a retried task overwrites its own files, so rows are never duplicated or lost. A trial
+that finishes merges its files into one per table (``cil.results.compact_trial``).
 
 In search mode a trial holds one Optuna point and runs all the spec's seeds in lock-step (task t of
 every seed, then one report with their mean), so the searcher and ASHA judge a point on its seed mean.
@@ -22,7 +23,7 @@ import torch
 from ray import tune
 
 from cil.config import ExperimentConfig
-from cil.results import join, resolve, write_task
+from cil.results import compact_trial, join, resolve, write_task
 from cil.run import TaskResult, run
 from tune.spec import SEEDS_KEY
 
@@ -50,6 +51,8 @@ def train_trial(config: dict[str, Any], *, sweep: str, results_dir: str, gpu_fra
             tune.report(seed_mean(results), checkpoint=tune.Checkpoint.from_directory(d))
         if fail_after is not None and results[0].task == fail_after:
             _fail_once(results_dir, ray_id, fail_after)
+    for trial_id, _ in runs:  # finished: one file per table instead of one per task
+        compact_trial(results_dir, trial_id)
 
 
 def experiment_configs(config: dict[str, Any], ray_id: str, device: str) -> list[tuple[str, ExperimentConfig]]:

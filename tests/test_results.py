@@ -1,0 +1,60 @@
+"""The atomic Parquet writer and the compaction of a finished trial's files."""
+
+import os
+import warnings
+
+import pandas as pd
+import pyarrow as pa
+
+import analysis
+from cil.results import compact_trial, write_parquet, write_task
+
+
+def _rows(trial, t, num_tasks=3):
+    base = dict(sweep="s", trial_id=trial, approach="lwf", seed=0, dataset="digits", num_tasks=num_tasks,
+                network="convnet", task=t, classes_seen=2 * (t + 1), forg_taw=0.0, forg_tag=0.0,
+                train_seconds=1.0)
+    rows = [base | {"eval_task": u, "acc_taw": 0.9 - 0.1 * u, "acc_tag": 0.5 + 0.01 * t} for u in range(t + 1)]
+    heads = [dict(sweep="s", trial_id=trial, approach="lwf", seed=0, task=t, head=h, weight_norm=1.0 + h,
+                  bias_mean=0.0) for h in range(t + 1)]
+    return rows, heads
+
+
+def _write_trial(results, trial, tasks=3):
+    for t in range(tasks):
+        write_task(*_rows(trial, t), results, trial, t)
+
+
+def test_compaction_merges_one_trials_files_only(tmp_path):
+    results = str(tmp_path / "results")
+    _write_trial(results, "a")
+    _write_trial(results, "a_1")          # a trial id that starts like the other
+    before = pd.read_parquet(os.path.join(results, "task_results"))
+    assert compact_trial(results, "a") == 6
+    names = sorted(os.listdir(os.path.join(results, "task_results")))
+    assert names == ["a.parquet", "a_1_t000.parquet", "a_1_t001.parquet", "a_1_t002.parquet"]
+    after = pd.read_parquet(os.path.join(results, "task_results"))
+    key = ["trial_id", "task", "eval_task"]
+    pd.testing.assert_frame_equal(before.sort_values(key).reset_index(drop=True),
+                                  after.sort_values(key).reset_index(drop=True))
+    assert compact_trial(results, "a") == 0          # idempotent
+    assert len(pd.read_parquet(os.path.join(results, "heads"))) == 12
+
+
+def test_a_reader_during_compaction_sees_each_row_once_without_warning(tmp_path):
+    results = str(tmp_path / "results")
+    _write_trial(results, "a")
+    # the moment between writing the merged file and deleting the parts
+    merged = pd.read_parquet(os.path.join(results, "task_results"))
+    write_parquet(pa.Table.from_pandas(merged, preserve_index=False),
+                  os.path.join(results, "task_results", "a.parquet"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        df = analysis.load(results)
+    assert len(df) == 6 and df["complete"].all()
+
+
+def test_atomic_writer_leaves_no_temp_files(tmp_path):
+    path = str(tmp_path / "x" / "t.parquet")
+    write_parquet(pa.Table.from_pylist([{"a": 1}]), path)
+    assert os.listdir(tmp_path / "x") == ["t.parquet"]
