@@ -92,3 +92,37 @@ def compact_trial(results_dir: str, trial_id: str) -> int:
             fs.delete_file(part)
         replaced += len(parts)
     return replaced
+
+
+MERGED_PREFIX = "merged-"
+
+
+def compact_results(results_dir: str) -> int:
+    """Merge every finished trial's file (``<trial_id>.parquet``, written by :func:`compact_trial`)
+    into one ``merged-<id>.parquet`` per table; return how many files it replaced.
+
+    Run at the end of a sweep, so that analysing a sweep of 100,000 trials reads two big files, not
+    200,000 small ones. Per-task files of unfinished trials are left alone: those trials may still be
+    resumed and rewrite them. As in :func:`compact_trial`, the merged file exists before the parts go.
+    """
+    fs, base = resolve(results_dir)
+    replaced = 0
+    for table in (TASK_RESULTS, HEADS):
+        folder = join(base, table)
+        infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        parts = sorted(i.path for i in infos if i.type == pafs.FileType.File and _finished_trial_file(i.base_name))
+        if not parts:
+            continue
+        merged = pa.concat_tables([pq.read_table(p, filesystem=fs) for p in parts], promote_options="default")
+        write_parquet(merged, join(folder, f"{MERGED_PREFIX}{uuid.uuid4().hex[:12]}.parquet"), fs)
+        for part in parts:
+            fs.delete_file(part)
+        replaced += len(parts)
+    return replaced
+
+
+def _finished_trial_file(name: str) -> bool:
+    if not name.endswith(".parquet") or name.startswith((".", "_", MERGED_PREFIX)):
+        return False
+    stem, _, tail = name[:-8].rpartition("_t")
+    return not (stem and tail.isdigit())  # <trial_id>_tNNN.parquet is a part of an unfinished trial

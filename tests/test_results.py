@@ -58,3 +58,25 @@ def test_atomic_writer_leaves_no_temp_files(tmp_path):
     path = str(tmp_path / "x" / "t.parquet")
     write_parquet(pa.Table.from_pylist([{"a": 1}]), path)
     assert os.listdir(tmp_path / "x") == ["t.parquet"]
+
+
+def test_sweep_compaction_merges_finished_trials_and_leaves_unfinished_ones(tmp_path):
+    from cil.results import compact_results
+
+    results = str(tmp_path / "results")
+    for trial in ("a", "b"):
+        _write_trial(results, trial)
+        compact_trial(results, trial)
+    _write_trial(results, "c", tasks=2)            # still running: its part files must stay
+    before = pd.read_parquet(os.path.join(results, "task_results"))
+    assert compact_results(results) == 4           # a and b, in both tables
+    names = sorted(os.listdir(os.path.join(results, "task_results")))
+    assert names[:2] == ["c_t000.parquet", "c_t001.parquet"]
+    assert len(names) == 3 and names[2].startswith("merged-")
+    after = pd.read_parquet(os.path.join(results, "task_results"))
+    key = ["trial_id", "task", "eval_task"]
+    pd.testing.assert_frame_equal(before.sort_values(key).reset_index(drop=True),
+                                  after.sort_values(key).reset_index(drop=True))
+    m = analysis.trial_metrics(analysis.load(results)).set_index("trial_id")
+    assert m.loc["a", "complete"] and m.loc["b", "complete"] and not m.loc["c", "complete"]
+    assert compact_results(results) == 0

@@ -12,7 +12,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from cil.results import TASK_RESULTS, join, resolve
+from cil.results import TASK_RESULTS, compact_results, join, resolve
 from tune.paths import SweepError, SweepPaths
 from tune.searcher import FinalTaskOptunaSearch
 from tune.spec import TIME_ATTR, SweepSpec
@@ -88,7 +88,9 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
     if not ray.is_initialized():
         connect(address, verbose)
     tuner = restore_tuner(spec, paths) if resume else make_tuner(spec, paths, verbose)
-    return tuner.fit()
+    grid = tuner.fit()
+    compact_results(paths.results)  # finished trials' files -> one per table, for fast analysis
+    return grid
 
 
 def connect(address: str | None, verbose: int = 1) -> None:
