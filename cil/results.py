@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -72,26 +73,36 @@ def write_task(task_rows: list[dict[str, Any]], head_rows: list[dict[str, Any]],
     write_table(head_rows, results_dir, HEADS, stem)
 
 
-def compact_trial(results_dir: str, trial_id: str) -> int:
-    """Merge a finished trial's per-task files into ``<trial_id>.parquet`` per table; return how many
-    files it replaced. The merged file is in place before the parts are deleted, so a reader always
-    finds every row (for a moment twice, as identical copies, which readers drop)."""
+def _merge_files(results_dir: str, keep: Callable[[str], bool], target: Callable[[], str]) -> int:
+    """In both tables, merge the files whose name ``keep`` accepts into one named ``target()``, then
+    delete them; return how many files were replaced. The merged file is in place before the parts
+    are deleted, so a reader always finds every row (for a moment twice, as identical copies, which
+    readers drop)."""
     fs, base = resolve(results_dir)
     replaced = 0
-    prefix = f"{trial_id}_t"
     for table in (TASK_RESULTS, HEADS):
         folder = join(base, table)
         infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-        parts = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.startswith(prefix)
-                       and i.base_name.endswith(".parquet") and i.base_name[len(prefix):-8].isdigit())
+        parts = sorted(i.path for i in infos if i.type == pafs.FileType.File and keep(i.base_name))
         if not parts:
             continue
         merged = pa.concat_tables([pq.read_table(p, filesystem=fs) for p in parts], promote_options="default")
-        write_parquet(merged, join(folder, f"{trial_id}.parquet"), fs)
+        write_parquet(merged, join(folder, target()), fs)
         for part in parts:
             fs.delete_file(part)
         replaced += len(parts)
     return replaced
+
+
+def compact_trial(results_dir: str, trial_id: str) -> int:
+    """Merge a finished trial's per-task files into ``<trial_id>.parquet`` per table; return how many
+    files it replaced."""
+    prefix = f"{trial_id}_t"
+
+    def part_of_trial(name: str) -> bool:
+        return name.startswith(prefix) and name.endswith(".parquet") and name[len(prefix):-8].isdigit()
+
+    return _merge_files(results_dir, part_of_trial, lambda: f"{trial_id}.parquet")
 
 
 MERGED_PREFIX = "merged-"
@@ -103,22 +114,10 @@ def compact_results(results_dir: str) -> int:
 
     Run at the end of a sweep, so that analysing a sweep of 100,000 trials reads two big files, not
     200,000 small ones. Per-task files of unfinished trials are left alone: those trials may still be
-    resumed and rewrite them. As in :func:`compact_trial`, the merged file exists before the parts go.
+    resumed and rewrite them.
     """
-    fs, base = resolve(results_dir)
-    replaced = 0
-    for table in (TASK_RESULTS, HEADS):
-        folder = join(base, table)
-        infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-        parts = sorted(i.path for i in infos if i.type == pafs.FileType.File and _finished_trial_file(i.base_name))
-        if not parts:
-            continue
-        merged = pa.concat_tables([pq.read_table(p, filesystem=fs) for p in parts], promote_options="default")
-        write_parquet(merged, join(folder, f"{MERGED_PREFIX}{uuid.uuid4().hex[:12]}.parquet"), fs)
-        for part in parts:
-            fs.delete_file(part)
-        replaced += len(parts)
-    return replaced
+    return _merge_files(results_dir, _finished_trial_file,
+                        lambda: f"{MERGED_PREFIX}{uuid.uuid4().hex[:12]}.parquet")
 
 
 def _finished_trial_file(name: str) -> bool:
