@@ -39,7 +39,9 @@ class Trainer:
     def __init__(self, cfg: ExperimentConfig, dataset: Dataset, device: torch.device) -> None:
         self.cfg = cfg
         self.device = device
-        self.mean, self.std = dataset.mean, dataset.std
+        # Kept on the device: building them per batch would copy from the host every step.
+        self.mean = torch.tensor(dataset.mean, dtype=torch.float32, device=device)
+        self.std = torch.tensor(dataset.std, dtype=torch.float32, device=device)
         self.augment_spec = dataset.augment
         cuda = device.type == "cuda"
         # channels_last pays on CUDA (tensor cores) and on CPU too (oneDNN: +25% for ResNet-32 here).
@@ -216,7 +218,7 @@ def frozen_copy(model: IncrementalNet) -> IncrementalNet:
         old.backbone = fx_optimization.fuse(old.backbone)
     except Exception:  # noqa: BLE001 - fusion is an optimisation only; an untraceable backbone still works
         pass
-    return old
+    return old.to(memory_format=torch.channels_last)  # folded weights come back in the default layout
 
 
 def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:

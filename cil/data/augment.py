@@ -16,10 +16,13 @@ import torch.nn.functional as F
 from cil.data.dataset import AugmentSpec
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def normalize(x: torch.Tensor, mean: Sequence[float] | torch.Tensor,
+              std: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """``(x / 255 - mean) / std`` per channel, as float32 on x's device (x: uint8 ``[N, C, H, W]``)."""
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    # as_tensor: statistics already on x's device (as the trainer keeps them) are used without a copy,
+    # so normalising a batch costs no host-to-device transfer.
+    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     return x.to(torch.float32).mul_(1.0 / 255.0).sub_(m).div_(s)
 
 
