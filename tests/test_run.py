@@ -161,3 +161,25 @@ def test_warmup_with_exemplars_runs_on_the_new_task_only():
                                   "memory.num_exemplars": 20, "memory.selection": "herding"})
     df, _, last = _rows(cfg)
     assert len(df) == 6 and last.metrics["avg_acc_taw"] > 0.5
+
+
+def test_bf16_autocast_path_of_cuda_runs_on_cpu():
+    """The trainer's CUDA path uses bf16 autocast; run the same code under CPU autocast so the loss
+    terms, the old model's forward and the accuracy counts are exercised with bf16 logits here too."""
+    from cil.run import Experiment
+    from cil.training import frozen_copy
+
+    cfg = _cfg(approach="lwf-bsr", **{"data.num_tasks": 2, "train.nepochs": 2, "loss.w_bce_pred": 1.0})
+    exp = Experiment(cfg)
+    exp.trainer.autocast_dtype = torch.bfloat16
+    old = None
+    for t in range(2):
+        exp.add_head(t)
+        train = exp.approach.training_set(t, exp.scenario, exp.memory)
+        val = exp.approach.validation_set(t, exp.scenario)
+        gen = torch.Generator().manual_seed(t)
+        report = exp.trainer.fit(exp.approach, exp.model, old, t, train, val, exp.memory, gen)
+        assert report.best_val_loss == report.best_val_loss  # not NaN
+        old = frozen_copy(exp.model)
+    taw, tag = exp.trainer.evaluate(exp.model, [exp.scenario.task_split(u, "test") for u in range(2)])
+    assert min(taw) > 0.6 and all(0 <= a <= b for a, b in zip(tag, taw, strict=True))
