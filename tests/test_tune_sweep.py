@@ -141,6 +141,8 @@ def test_optuna_search_with_asha_judges_points_on_the_seed_mean(ray_session, tmp
             assert ot.state == optuna.trial.TrialState.COMPLETE and ot.value == pytest.approx(r.metrics["avg_acc_tag"])
         else:
             assert ot.state == optuna.trial.TrialState.PRUNED
+    # Every trial's files were merged at the end, the ones ASHA stopped early included.
+    assert [n.startswith("merged-") for n in os.listdir(os.path.join(paths.results, "task_results"))] == [True]
 
 
 @pytest.mark.slow

@@ -12,11 +12,11 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from cil.results import TASK_RESULTS, compact_results, join, resolve
+from cil.results import TASK_RESULTS, compact_results, compact_trial, join, resolve
 from tune.paths import SweepError, SweepPaths
 from tune.searcher import FinalTaskOptunaSearch
 from tune.spec import TIME_ATTR, SweepSpec
-from tune.trainable import train_trial
+from tune.trainable import row_trial_ids, train_trial
 
 
 def check_paths(paths: SweepPaths, resume: bool) -> None:
@@ -89,6 +89,10 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
         connect(address, verbose)
     tuner = restore_tuner(spec, paths) if resume else make_tuner(spec, paths, verbose)
     grid = tuner.fit()
+    for result in grid:  # trials a scheduler stopped early end without merging their own files
+        if result.error is None and result.metrics:
+            for trial_id in row_trial_ids(result.metrics.get("trial_id", ""), result.config or {}):
+                compact_trial(paths.results, trial_id)
     compact_results(paths.results)  # finished trials' files -> one per table, for fast analysis
     return grid
 

@@ -62,7 +62,14 @@ def experiment_configs(config: dict[str, Any], ray_id: str, device: str) -> list
     seeds = config.get(SEEDS_KEY)
     if seeds is None:
         return [(ray_id, ExperimentConfig.from_dict(flat))]
-    return [(f"{ray_id}_s{s}", ExperimentConfig.from_dict(flat | {"run.seed": s})) for s in seeds]
+    return [(trial_id, ExperimentConfig.from_dict(flat | {"run.seed": s}))
+            for trial_id, s in zip(row_trial_ids(ray_id, config), seeds, strict=True)]
+
+
+def row_trial_ids(ray_id: str, config: dict[str, Any]) -> list[str]:
+    """The ``trial_id`` values a trial's rows carry: Ray's id, or one per seed in search mode."""
+    seeds = config.get(SEEDS_KEY)
+    return [ray_id] if seeds is None else [f"{ray_id}_s{s}" for s in seeds]
 
 
 def seed_mean(results: tuple[TaskResult, ...]) -> dict[str, Any]:
