@@ -193,17 +193,22 @@ def check_capacity(resources: Resources, cpus: int | None = None, gpus: int | No
 
 # ---- sections -----------------------------------------------------------------------------------
 
-def _parse_base(raw: Any, p: list[str]) -> dict[str, Any]:
+def _flat_section(raw: Any, section: str, expected: str, p: list[str]) -> dict[str, Any]:
+    """A spec section as dotted keys; a problem (recorded in ``p``) gives an empty mapping."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        p.append("base must be a mapping of config keys to values")
+        p.append(f"{section} must be a mapping of {expected}")
         return {}
     try:
-        flat = flatten(raw)
+        return flatten(raw)
     except ConfigError as err:
-        p.append(f"base: {err}")
+        p.append(f"{section}: {err}")
         return {}
+
+
+def _parse_base(raw: Any, p: list[str]) -> dict[str, Any]:
+    flat = _flat_section(raw, "base", "config keys to values", p)
     if "run.device" in flat:
         p.append("base.run.device cannot be set in a sweep: each trial runs on the GPU Ray assigns it "
                  "(resources.gpu > 0) or else on the CPU")
@@ -219,16 +224,7 @@ def _parse_base(raw: Any, p: list[str]) -> dict[str, Any]:
 
 
 def _parse_grid(raw: Any, base: dict[str, Any], p: list[str]) -> dict[str, list[Any]]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        p.append("grid must be a mapping of config keys to lists of values")
-        return {}
-    try:
-        flat = flatten(raw)
-    except ConfigError as err:
-        p.append(f"grid: {err}")
-        return {}
+    flat = _flat_section(raw, "grid", "config keys to lists of values", p)
     grid: dict[str, list[Any]] = {}
     for key, values in flat.items():
         if key in base:
