@@ -1,6 +1,6 @@
 """Accuracy and forgetting comparisons from sweep results: tables, figures and a notebook API.
 
-Reads only the Parquet results schema of DESIGN.md (never torch or ray)::
+Reads only the Parquet results schema of docs/results-schema.md (never torch or ray)::
 
     import analysis
     df = analysis.load("results/my-sweep")          # or s3://bucket/storage/my-sweep

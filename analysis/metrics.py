@@ -1,4 +1,4 @@
-"""Per-trial metrics of DESIGN.md (TAg and TAw), computed for all trials at once with bincounts.
+"""Per-trial metrics of docs/design.md (TAg and TAw), computed for all trials at once with bincounts.
 
 Definitions, for a trial with T tasks and acc[t, u] the accuracy on task u after training task t:
 - average accuracy after t = mean over u <= t of acc[t, u] (the per-step curve, against classes seen);

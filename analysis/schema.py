@@ -1,4 +1,4 @@
-"""The Parquet results schema of DESIGN.md, as data: required columns and which ones vary per row.
+"""The Parquet results schema of docs/results-schema.md, as data: required columns and which ones vary per row.
 
 Kept in one place so the loader, the metrics and the synthetic writer cannot drift apart.
 """

@@ -2,7 +2,7 @@
 
 For the benchmark and for trying the CLI without a sweep. Accuracies follow a plausible shape
 (older tasks decay, task-agnostic below task-aware, the paper's LwF variants ordered as in its
-tables) and forgetting is computed from them with DESIGN.md's definition, so the files are valid
+tables) and forgetting is computed from them with the definition in docs/design.md, so the files are valid
 input in every respect.
 """
 

@@ -2,8 +2,8 @@
 
 Times one training epoch of task 0 (finetuning: no old model) and one of task 1 (LwF: the frozen old
 model's forward included) through the same Trainer that ``cil.run`` uses, and prints one JSON line
-``{"finetuning_img_s": ..., "lwf_img_s": ...}``. Run ``../shared/bench/facil_style_loop.py`` on the same
-data, batch size and device beside it for the ratio.
+``{"finetuning_img_s": ..., "lwf_img_s": ...}``. Run ``python -m benchmarks.facil_style_loop`` on the
+same data, batch size and device beside it for the ratio (README, Performance).
 """
 
 from __future__ import annotations

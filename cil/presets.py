@@ -1,4 +1,4 @@
-"""The paper's variants as data: loss-weight presets of the LwF family (DESIGN.md's table).
+"""The paper's variants as data: loss-weight presets of the LwF family (the table of docs/design.md).
 
 L = ce_pred + w_bce_pred * bce_pred + lamb * (w_joint * kd_joint + w_task * kd_task + w_bce_kd * bce_kd)
 """

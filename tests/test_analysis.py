@@ -30,7 +30,7 @@ def shifted(matrix: list[list[float]], delta: float) -> list[list[float]]:
 
 
 def forgetting(acc: list[list[float]], t: int, u: int) -> float:
-    """DESIGN.md: max over t' < t of acc[t'][u] minus acc[t][u] for u < t, else 0."""
+    """docs/design.md: max over t' < t of acc[t'][u] minus acc[t][u] for u < t, else 0."""
     return max(acc[k][u] for k in range(u, t)) - acc[t][u] if u < t else 0.0
 
 

@@ -1,6 +1,5 @@
 """Data sets of cil.data: loaders on small local fakes of every on-disk layout, and their errors."""
 
-import importlib.util
 import struct
 from pathlib import Path
 
@@ -9,17 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from benchmarks.fake_cifar100 import write_fake_cifar100
 from cil.data import ICARL_CLASS_ORDER, DataError, FileImageSet, load_dataset, make_scenario
-
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
-
-
-def _fake_cifar100():
-    spec = importlib.util.spec_from_file_location("fake_cifar100", BENCH / "fake_cifar100.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 # ---------------------------------------------------------------- in-memory sets
 
@@ -59,13 +49,13 @@ def test_synthetic_is_seeded_and_configurable():
 
 
 def test_cifar100_reads_a_folder_that_fails_md5(tmp_path):
-    _fake_cifar100().write(str(tmp_path), n_train=1000, n_test=200)
+    write_fake_cifar100(tmp_path, n_train=1000, n_test=200)
     ds = load_dataset("cifar100", tmp_path, download=False)
     assert (len(ds.train), len(ds.test), ds.num_classes) == (1000, 200, 100)
     assert ds.train.take(torch.tensor([0, 5])).shape == (2, 3, 32, 32)
     assert ds.mean == (0.5071, 0.4866, 0.4409) and ds.std == (0.2009, 0.1984, 0.2023)
     assert ds.augment.pad == 4 and ds.augment.flip and ds.class_order is None
-    assert ds.class_names[:2] == ["c0", "c1"]
+    assert ds.class_names[:2] == ["class_00", "class_01"]
     # pixels come through unchanged: row 0 of the pickle is image 0 in CHW order
     import pickle
 
@@ -77,7 +67,7 @@ def test_cifar100_reads_a_folder_that_fails_md5(tmp_path):
 
 def test_cifar100_fixed_icarl_order(tmp_path):
     assert sorted(ICARL_CLASS_ORDER) == list(range(100)) and ICARL_CLASS_ORDER[:3] == [68, 56, 78]
-    _fake_cifar100().write(str(tmp_path), n_train=1000, n_test=200)
+    write_fake_cifar100(tmp_path, n_train=1000, n_test=200)
     ds = load_dataset("cifar100", tmp_path, download=False, fixed_class_order=True)
     assert ds.class_order == ICARL_CLASS_ORDER
     sc = make_scenario(ds, num_tasks=10, nc_first_task=None, seed=123)

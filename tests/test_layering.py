@@ -1,4 +1,4 @@
-"""The arrows of DESIGN.md: cil never imports ray; analysis never imports torch or ray."""
+"""The arrows of docs/design.md: cil never imports ray; analysis never imports torch or ray."""
 
 import subprocess
 import sys

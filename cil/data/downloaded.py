@@ -1,7 +1,7 @@
 """Data sets torchvision downloads on first use: CIFAR-100, MNIST, SVHN (all held in memory as uint8).
 
 Where torchvision's integrity check (md5) would reject a folder that is otherwise well formed (e.g.
-the CIFAR-shaped fake of ``shared/bench/fake_cifar100.py``), the files are read directly; torchvision
+the CIFAR-shaped fake that ``benchmarks/fake_cifar100.py`` writes), the files are read directly; torchvision
 is called only to fetch what is missing.
 """
 

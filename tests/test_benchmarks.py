@@ -1,0 +1,44 @@
+"""The speed yardstick of benchmarks/: the CIFAR-shaped writer and the FACIL-style loop run as documented."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from benchmarks import facil_style_loop
+from benchmarks.fake_cifar100 import write_fake_cifar100
+
+
+def test_fake_cifar100_has_torchvisions_layout_and_balanced_classes(tmp_path):
+    folder = write_fake_cifar100(tmp_path, n_train=300, n_test=100, seed=1)
+    assert folder == tmp_path / "cifar-100-python"
+    with open(folder / "train", "rb") as f:
+        train = pickle.load(f)
+    with open(folder / "meta", "rb") as f:
+        meta = pickle.load(f)
+    assert train["data"].dtype == np.uint8 and train["data"].shape == (300, 3072)
+    assert np.bincount(train["fine_labels"], minlength=100).tolist() == [3] * 100
+    assert len(meta["fine_label_names"]) == 100 and len(meta["coarse_label_names"]) == 20
+    again = write_fake_cifar100(tmp_path / "again", n_train=300, n_test=100, seed=1)
+    with open(again / "train", "rb") as f:
+        assert np.array_equal(pickle.load(f)["data"], train["data"])  # seeded
+
+
+def test_fake_cifar100_rejects_uneven_sizes(tmp_path):
+    with pytest.raises(ValueError, match="n_train = 150"):
+        write_fake_cifar100(tmp_path, n_train=150)
+
+
+def test_facil_style_loop_prints_both_rates(tmp_path, capsys):
+    write_fake_cifar100(tmp_path, n_train=1000, n_test=100)
+    facil_style_loop.main([str(tmp_path), "--batch", "16", "--workers", "0", "--limit", "32"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["finetuning_img_s"] > 0 and out["lwf_img_s"] > 0 and out["augment"] == "facil"
+
+
+def test_facil_style_loop_transforms_are_facils():
+    facil = [type(t).__name__ for t in facil_style_loop.train_transform("facil").transforms]
+    crop = [type(t).__name__ for t in facil_style_loop.train_transform("crop").transforms]
+    assert facil == ["Pad", "RandomResizedCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
+    assert crop == ["Pad", "RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
