@@ -2,7 +2,8 @@
 
 Figures are built on the Agg canvas directly (no pyplot state), so they work headless, in the CLI
 and in notebooks alike (a notebook displays the returned Figure). One row of panels per
-(dataset, num_tasks) setting: different benchmarks are never drawn as one line.
+(dataset, num_tasks) setting: different benchmarks are never drawn as one line. Every ``plot_*``
+also draws into the caller's axes (``ax=``: one Axes, or one per panel) to fit their own subplots.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +26,7 @@ from analysis.schema import HEAD_COLUMNS, SETTING_COLUMNS, TRIAL_KEYS
 from analysis.trials import trial_codes
 
 By = str | Sequence[str] | None
+AxesLike = Any  # a matplotlib Axes, or a sequence / array of them
 _BAND_NOTE = "line: mean over seeds; band: ±1 std"
 
 
@@ -79,6 +82,35 @@ def _figure(rows: int, cols: int, width: float = 5.6, height: float = 3.9) -> tu
     return fig, axes
 
 
+def _grid(ax: AxesLike, rows: int, columns: tuple[str, ...], chosen: Sequence[str] | str | None, what: str,
+          **size: float) -> tuple[Figure, np.ndarray, tuple[str, ...], bool]:
+    """The panels to draw: rows (settings) x columns (``chosen`` of ``columns``), on a new figure or on
+    the caller's ``ax`` (row-major). Without ``chosen``, an ``ax`` holding one Axes per row gets the
+    first column only. Returns the figure, a (rows, columns) array of Axes, the columns, and whether
+    the figure is ours (then it gets a title)."""
+    if isinstance(chosen, str):
+        chosen = (chosen,)
+    if chosen is not None:
+        bad = [c for c in chosen if c not in columns]
+        if bad or not chosen:
+            raise ResultsError(f"{what}: panels {list(chosen)!r} are not valid: choose from {list(columns)}")
+    if ax is None:
+        cols = tuple(chosen or columns)
+        fig, axes = _figure(rows, len(cols), **size)
+        return fig, axes, cols, True
+    flat = np.asarray(ax, dtype=object).reshape(-1)
+    if chosen is not None:
+        cols = tuple(chosen)
+    else:
+        cols = columns if flat.size == rows * len(columns) else columns[:1]
+    if flat.size != rows * len(cols):
+        counts = sorted({rows * len(cols), rows * len(columns)} if chosen is None else {rows * len(cols)})
+        hint = "; or filter df to one (dataset, num_tasks) setting" if rows > 1 else ""
+        raise ResultsError(f"{what}: ax holds {flat.size} Axes, but {rows} setting(s) x panels "
+                           f"({' / '.join(chosen or columns)}) need {' or '.join(map(str, counts))}{hint}")
+    return flat[0].figure, flat.reshape(rows, len(cols)), cols, False
+
+
 def _bands(group: np.ndarray, x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
     """Mean, std and count of y per (group, x), for rows with a group and a value."""
     frame = pd.DataFrame({"g": group, "x": x, "y": y})
@@ -106,8 +138,11 @@ def _legend(ax) -> None:
         ax.legend(fontsize="small", frameon=False)
 
 
-def plot_accuracy(df: Frame, by: By = ("approach",), include_partial: bool = False) -> Figure:
-    """Average TAg and TAw accuracy (mean over tasks seen) against the number of classes seen."""
+def plot_accuracy(df: Frame, by: By = ("approach",), include_partial: bool = False, *, ax: AxesLike = None,
+                  kinds: Sequence[str] | str | None = None) -> Figure:
+    """Average TAg and TAw accuracy (mean over tasks seen) against the number of classes seen.
+
+    ``kinds``: "tag" and/or "taw" panels (default both; TAg only when ``ax`` is a single Axes)."""
     s = prepare(df).steps
     groups = _Groups(s.trials, by, include_partial)
     trial, task = np.nonzero(s.present)
@@ -115,9 +150,9 @@ def plot_accuracy(df: Frame, by: By = ("approach",), include_partial: bool = Fal
     # x: the mean number of classes seen after each task, per group.
     classes = _bands(g, task, s.values["classes_seen"][trial, task])[["g", "x", "mean"]]
     classes = classes.rename(columns={"mean": "xplot"})
-    fig, axes = _figure(len(groups.settings), 2)
+    fig, axes, kinds, own = _grid(ax, len(groups.settings), ("tag", "taw"), kinds, "plot_accuracy")
     for row, setting in enumerate(groups.settings):
-        for col, kind in enumerate(("tag", "taw")):
+        for col, kind in enumerate(kinds):
             ax = axes[row, col]
             bands = _bands(g, task, s.values[f"acc_{kind}"][trial, task]).merge(classes, on=["g", "x"])
             _draw(ax, bands, groups, row)
@@ -126,13 +161,15 @@ def plot_accuracy(df: Frame, by: By = ("approach",), include_partial: bool = Fal
             ax.set_xlabel("number of classes seen")
             ax.set_ylabel("average accuracy (%)")
             _legend(ax)
-    fig.suptitle(f"Average accuracy after each task ({_BAND_NOTE})")
+    if own:
+        fig.suptitle(f"Average accuracy after each task ({_BAND_NOTE})")
     return fig
 
 
 def plot_accuracy_matrix(df: Frame, by: By = ("approach",), metric: str = "acc_tag",
-                         include_partial: bool = False) -> Figure:
-    """Mean accuracy matrix acc[t, u] over the seeds of each group, one heatmap per group."""
+                         include_partial: bool = False, *, ax: AxesLike = None) -> Figure:
+    """Mean accuracy matrix acc[t, u] over the seeds of each group, one heatmap per group (``ax``: one
+    Axes per group)."""
     if metric not in ("acc_tag", "acc_taw"):
         raise ResultsError(f"metric {metric!r} is not valid: use 'acc_tag' or 'acc_taw'")
     p = prepare(df)
@@ -152,8 +189,16 @@ def plot_accuracy_matrix(df: Frame, by: By = ("approach",), metric: str = "acc_t
         total = np.bincount(cell[ok], weights=value[ok], minlength=size)
         mean = total / np.bincount(cell[ok], minlength=size)
     mean = mean.reshape(n_groups, width, width) * 100
-    cols = min(4, n_groups)
-    fig, axes = _figure(math.ceil(n_groups / cols), cols, width=4.2, height=3.8)
+    own = ax is None
+    if own:
+        cols = min(4, n_groups)
+        fig, axes = _figure(math.ceil(n_groups / cols), cols, width=4.2, height=3.8)
+    else:
+        axes = np.asarray(ax, dtype=object).reshape(-1)
+        if axes.size != n_groups:
+            raise ResultsError(f"plot_accuracy_matrix draws one heatmap per group ({n_groups}) but ax holds "
+                               f"{axes.size} Axes")
+        fig = axes[0].figure
     image = None
     for i, ax in enumerate(axes.flat):
         if i >= n_groups:
@@ -177,12 +222,15 @@ def plot_accuracy_matrix(df: Frame, by: By = ("approach",), metric: str = "acc_t
     if image is not None:
         fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label=f"{metric} (%), mean over seeds")
     kind = "task-agnostic (TAg)" if metric == "acc_tag" else "task-aware (TAw)"
-    fig.suptitle(f"Accuracy matrix, {kind}")
+    if own:
+        fig.suptitle(f"Accuracy matrix, {kind}")
     return fig
 
 
-def plot_forgetting(df: Frame, by: By = ("approach",), include_partial: bool = False) -> Figure:
-    """Forgetting of each earlier task after the last task, forg[T-1, u] for u < T-1, TAg and TAw."""
+def plot_forgetting(df: Frame, by: By = ("approach",), include_partial: bool = False, *, ax: AxesLike = None,
+                    kinds: Sequence[str] | str | None = None) -> Figure:
+    """Forgetting of each earlier task after the last task, forg[T-1, u] for u < T-1, TAg and TAw
+    (``kinds`` as in plot_accuracy)."""
     p = prepare(df)
     s, rows, codes = p.steps, p.rows, p.codes
     groups = _Groups(s.trials, by, include_partial)
@@ -190,9 +238,9 @@ def plot_forgetting(df: Frame, by: By = ("approach",), include_partial: bool = F
     u = rows["eval_task"].to_numpy(dtype=np.int64)
     keep = (t == s.last[codes]) & (u < t)
     g = groups.code[codes][keep]
-    fig, axes = _figure(len(groups.settings), 2)
+    fig, axes, kinds, own = _grid(ax, len(groups.settings), ("tag", "taw"), kinds, "plot_forgetting")
     for row, setting in enumerate(groups.settings):
-        for col, kind in enumerate(("tag", "taw")):
+        for col, kind in enumerate(kinds):
             ax = axes[row, col]
             value = rows[f"forg_{kind}"].to_numpy(dtype=np.float64, na_value=np.nan)[keep]
             _draw(ax, _bands(g, u[keep], value), groups, row)
@@ -204,13 +252,17 @@ def plot_forgetting(df: Frame, by: By = ("approach",), include_partial: bool = F
                 ax.text(0.5, 0.5, "no earlier task to forget", ha="center", va="center",
                         transform=ax.transAxes)
             _legend(ax)
-    fig.suptitle(f"Forgetting per task ({_BAND_NOTE})")
+    if own:
+        fig.suptitle(f"Forgetting per task ({_BAND_NOTE})")
     return fig
 
 
 def plot_head_norms(heads: pd.DataFrame, df: Frame | None = None, by: By = ("approach",),
-                    include_partial: bool = False) -> Figure:
+                    include_partial: bool = False, *, ax: AxesLike = None,
+                    values: Sequence[str] | str | None = None) -> Figure:
     """Per-head weight norm and bias mean after each trial's last task: the imbalance diagnostic.
+    ``values``: "weight_norm" and/or "bias_mean" panels (default both; the norm only when ``ax`` is
+    a single Axes).
 
     With ``df`` (task_results), groups may use any config column, partial trials are left out and
     settings are split by dataset/num_tasks; without it, ``by`` must name columns of ``heads`` and
@@ -251,9 +303,12 @@ def plot_head_norms(heads: pd.DataFrame, df: Frame | None = None, by: By = ("app
     keep = (trial_of[codes] >= 0) & (task == last_of[codes])
     g = np.where(keep, groups.code[np.maximum(trial_of[codes], 0)], -1)
     head = heads["head"].to_numpy(dtype=np.int64)
-    fig, axes = _figure(len(groups.settings), 2)
+    fig, axes, values, own = _grid(ax, len(groups.settings), ("weight_norm", "bias_mean"), values,
+                                   "plot_head_norms")
+    texts = {"weight_norm": "weight norm (L2)", "bias_mean": "bias mean"}
     for row, setting in enumerate(groups.settings):
-        for col, (name, text) in enumerate((("weight_norm", "weight norm (L2)"), ("bias_mean", "bias mean"))):
+        for col, name in enumerate(values):
+            text = texts[name]
             ax = axes[row, col]
             value = heads[name].to_numpy(dtype=np.float64, na_value=np.nan)
             _draw(ax, _bands(g, head, value), groups, row, scale=1.0)
@@ -262,5 +317,6 @@ def plot_head_norms(heads: pd.DataFrame, df: Frame | None = None, by: By = ("app
             ax.set_xlabel("head (task)")
             ax.set_ylabel(text)
             _legend(ax)
-    fig.suptitle(f"Heads after the last task ({_BAND_NOTE})")
+    if own:
+        fig.suptitle(f"Heads after the last task ({_BAND_NOTE})")
     return fig

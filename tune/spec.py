@@ -8,6 +8,7 @@ names the key. This module never imports Ray, so ``--dry-run`` stays fast.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import itertools
 import math
 import os
@@ -20,8 +21,10 @@ from typing import Any
 import yaml
 
 from cil.config import _LEAVES, ConfigError, ExperimentConfig, flatten, valid_keys
+from cil.extras import install_hint
 
-TOP_KEYS = ("base", "grid", "search", "scheduler", "resources", "max_concurrent", "failure", "checkpoint")
+TOP_KEYS = ("base", "grid", "search", "scheduler", "resources", "max_concurrent", "failure", "checkpoint",
+            "tracking")
 # Trial-config keys that are not part of the cil config. ``_test_fail_after_task: K`` makes a trial raise
 # once, right after reporting task K (a marker file under the results folder keeps it to one failure);
 # it exists for the fault-tolerance test and is never written to the results.
@@ -32,6 +35,10 @@ METRICS = {"avg_acc_tag": "max", "avg_acc_taw": "max", "avg_inc_acc_tag": "max",
            "forg_tag": "min", "forg_taw": "min"}
 TIME_ATTR = "tasks_done"  # ASHA's clock: tasks trained so far (task index + 1)
 _DIST_TYPES = ("float", "int", "categorical")
+# Experiment trackers of the ``tracking`` section and their keys (all strings).
+TRACKERS = {"mlflow": ("tracking_uri", "experiment_name"), "wandb": ("project", "group")}
+# Optuna RDB storages (SQLAlchemy URLs, optionally with a driver: postgresql+psycopg2://...).
+_RDB_URL = re.compile(r"^(sqlite|postgresql|mysql)(\+\w+)?://")
 
 
 class SpecError(ValueError):
@@ -63,6 +70,8 @@ class Search:
     num_samples: int
     space: dict[str, dict[str, Any]]
     seed: int | None = None
+    storage: str | None = None  # an Optuna RDB URL: the study outlives the sweep (optuna-dashboard)
+    study_name: str | None = None  # default with a storage: the sweep's name
 
     def distributions(self) -> dict[str, Any]:
         """The space as Optuna distributions (bounds inclusive)."""
@@ -91,6 +100,15 @@ class Scheduler:
 
 
 @dataclass(frozen=True)
+class Tracking:
+    """Experiment trackers fed by Tune's logger callbacks (tune.tracking): each trial is one run, with
+    its config as parameters and the metrics of every task. None: that tracker is off."""
+
+    mlflow: dict[str, str] | None = None  # tracking_uri, experiment_name (default: the sweep's name)
+    wandb: dict[str, str] | None = None  # project, group (default: the sweep's name)
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     """A validated sweep: flat dotted config keys throughout, as in Tune's trial config and Parquet."""
 
@@ -102,6 +120,7 @@ class SweepSpec:
     max_concurrent: int | None = None
     max_failures: int = 3
     num_to_keep: int = 2
+    tracking: Tracking = Tracking()
     source: str = "sweep spec"
 
     @property
@@ -165,11 +184,12 @@ def parse_spec(raw: Any, source: str = "sweep spec") -> SweepSpec:
     num_to_keep = _int_at_least(checkpoint.get("num_to_keep", 2), "checkpoint.num_to_keep", 1, p)
     _check_trial_configs(base, grid, search, p)
     scheduler = _parse_scheduler(raw.get("scheduler"), base, grid, search, p)
+    tracking = _parse_tracking(raw.get("tracking"), p)
     if p:
         raise SpecError(p, source)
     return SweepSpec(base=base, grid=grid, search=search, scheduler=scheduler, resources=resources,
                      max_concurrent=max_concurrent, max_failures=max_failures, num_to_keep=num_to_keep,
-                     source=source)
+                     tracking=tracking, source=source)
 
 
 def check_capacity(resources: Resources, cpus: int | None = None, gpus: int | None = None) -> list[str]:
@@ -243,7 +263,7 @@ def _parse_grid(raw: Any, base: dict[str, Any], p: list[str]) -> dict[str, list[
 def _parse_search(raw: Any, base: dict[str, Any], grid: dict[str, list[Any]], p: list[str]) -> Search | None:
     if raw is None:
         return None
-    s = _section(raw, "search", ("metric", "mode", "num_samples", "seed", "space"), p)
+    s = _section(raw, "search", ("metric", "mode", "num_samples", "seed", "space", "storage", "study_name"), p)
     if not s:
         p.append("search must give at least metric and space")
         return None
@@ -256,6 +276,14 @@ def _parse_search(raw: Any, base: dict[str, Any], grid: dict[str, list[Any]], p:
         p.append(f"search.mode = {mode!r} is not valid: choose max or min")
     num_samples = _int_at_least(s.get("num_samples", 10), "search.num_samples", 1, p)
     seed = _int_at_least(s.get("seed"), "search.seed", 0, p, optional=True)
+    storage = _parse_storage(s.get("storage"), p)
+    study_name = s.get("study_name")
+    if study_name is not None:
+        if not isinstance(study_name, str) or not study_name.strip():
+            p.append(f"search.study_name = {study_name!r} is not valid: must be a non-empty string")
+        elif "storage" not in s:
+            p.append("search.study_name has no effect without search.storage (the study is kept in memory): "
+                     "add e.g. storage: sqlite:///runs/studies.db")
     for key in grid:
         if key != "run.seed":
             p.append(f"grid.{key} cannot be combined with search (Tune's grid search does not mix with "
@@ -279,7 +307,47 @@ def _parse_search(raw: Any, base: dict[str, Any], grid: dict[str, list[Any]], p:
             parsed = _parse_distribution(dist, where, p)
             if parsed is not None and _check_leaf_type(key, parsed, where, p):
                 space[key] = parsed
-    return Search(metric=metric, mode=mode, num_samples=num_samples, space=space, seed=seed)
+    return Search(metric=metric, mode=mode, num_samples=num_samples, space=space, seed=seed, storage=storage,
+                  study_name=study_name if isinstance(study_name, str) else None)
+
+
+def _parse_storage(url: Any, p: list[str]) -> str | None:
+    """An Optuna RDB URL; a relative SQLite path is made absolute (the sweep may run elsewhere)."""
+    if url is None:
+        return None
+    if not isinstance(url, str) or not _RDB_URL.match(url):
+        p.append(f"search.storage = {url!r} is not valid: use an Optuna RDB URL such as "
+                 f"sqlite:///runs/studies.db, postgresql://user@host/db or mysql://user@host/db")
+        return None
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path in ("", ":memory:"):
+            p.append(f"search.storage = {url!r} is not valid: an in-memory database does not persist the "
+                     f"study; give a file, e.g. sqlite:///runs/studies.db")
+            return None
+        return "sqlite:///" + os.path.abspath(os.path.expanduser(path))
+    return url
+
+
+def _parse_tracking(raw: Any, p: list[str]) -> Tracking:
+    """The ``tracking`` section: which trackers, their string settings, and that each one's package
+    is installed (an optional extra), all checked before Ray starts."""
+    t = _section(raw, "tracking", tuple(TRACKERS), p)
+    trackers: dict[str, dict[str, str]] = {}
+    for name, keys in TRACKERS.items():
+        if name not in t:
+            continue
+        settings = _section(t[name], f"tracking.{name}", keys, p)
+        for key, value in settings.items():
+            if not isinstance(value, str) or not value.strip():
+                p.append(f"tracking.{name}.{key} = {value!r} is not valid: must be a non-empty string")
+        uri = settings.get("tracking_uri")
+        if isinstance(uri, str) and uri.strip() and "://" not in uri:  # a local folder: absolute file URI
+            settings["tracking_uri"] = "file://" + os.path.abspath(os.path.expanduser(uri))
+        if importlib.util.find_spec(name) is None:
+            p.append(install_hint(name, f"tracking.{name}"))
+        trackers[name] = settings
+    return Tracking(**trackers)
 
 
 def _parse_distribution(d: Any, where: str, p: list[str]) -> dict[str, Any] | None:

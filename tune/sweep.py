@@ -14,8 +14,9 @@ from ray.tune.schedulers import ASHAScheduler
 
 from cil.results import TASK_RESULTS, compact_results, compact_trial, join, resolve
 from tune.paths import SweepError, SweepPaths
-from tune.searcher import FinalTaskOptunaSearch
+from tune.searcher import make_searcher
 from tune.spec import TIME_ATTR, SweepSpec
+from tune.tracking import tracking_callbacks
 from tune.trainable import row_trial_ids, train_trial
 
 
@@ -52,8 +53,7 @@ def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1) -> Any:
     """A new Tuner: grid search, or Optuna (optionally with ASHA) over the spec's space."""
     search_alg = scheduler = None
     if spec.search is not None:
-        s = spec.search
-        search_alg = FinalTaskOptunaSearch(space=s.distributions(), metric=s.metric, mode=s.mode, seed=s.seed)
+        search_alg = make_searcher(spec.search, paths.name)
     if spec.scheduler is not None:
         sc = spec.scheduler
         scheduler = ASHAScheduler(time_attr=TIME_ATTR, metric=sc.metric, mode=sc.mode, max_t=sc.max_t,
@@ -66,7 +66,8 @@ def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1) -> Any:
     run_config = tune.RunConfig(
         name=paths.name, storage_path=paths.storage, verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep))
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
+        callbacks=tracking_callbacks(spec.tracking, paths.name))
     return tune.Tuner(make_trainable(spec, paths), param_space=param_space(spec), tune_config=tune_config,
                       run_config=run_config)
 
