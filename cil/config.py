@@ -31,6 +31,9 @@ KNOWN_NUM_CLASSES = {"digits": 10, "cifar100": 100, "mnist": 10, "svhn": 10, "im
 DATASETS = (*KNOWN_NUM_CLASSES, "folder")
 NETWORKS = ("convnet", "resnet32", "resnet18")
 SELECTIONS = ("random", "herding", "entropy", "distance")
+# data.augment: FACIL's training transform per dataset, translation-only crops, or nothing
+# (cil.data.dataset.training_augment says what each means for each dataset).
+AUGMENT_MODES = ("facil", "crop", "none")
 # Keys that say where a run happens, not what it computes: left out of the fingerprint.
 _MACHINE_KEYS = ("data.data_root", "data.on_device", "run.device")
 
@@ -52,6 +55,7 @@ class DataConfig:
     fixed_class_order: bool = False
     image_size: int | None = None
     on_device: bool = True
+    augment: str = "facil"
 
 
 @dataclass
@@ -309,6 +313,7 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
     choice("approach", cfg.approach, APPROACHES)
     choice("data.dataset", d.dataset, DATASETS)
     choice("model.network", cfg.model.network, NETWORKS)
+    choice("data.augment", d.augment, AUGMENT_MODES)
     choice("memory.selection", m.selection, SELECTIONS)
     positive("data.num_tasks", d.num_tasks)
     positive("data.nc_first_task", d.nc_first_task)
