@@ -80,7 +80,7 @@ class TrainConfig:
     warmup_nepochs: int = 0
     warmup_lr_factor: float = 1.0
     all_outputs: bool = False
-    amp: bool = True
+    amp: bool = False  # bf16 autocast on CUDA: an opt-in; FACIL and the paper ran fp32
 
 
 @dataclass

@@ -20,3 +20,15 @@ def test_experiment_trains_with_the_configured_augmentation():
     cfg = ExperimentConfig.from_dict({"data.dataset": "synthetic", "data.augment": "none", "run.device": "cpu"})
     assert not Experiment(cfg).dataset.augment.active
 
+
+def test_fp32_by_default_and_in_the_paper_presets():
+    import os
+
+    from tune.spec import load_spec
+
+    assert ExperimentConfig().train.amp is False
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in ("cifar100_lwf_paper.yaml", "cifar100_lwf_lamb_optuna.yaml", "imagenet100_lwf.yaml"):
+        base = load_spec(os.path.join(root, "tune", "presets", name)).base
+        cfg = ExperimentConfig.from_dict({k: v for k, v in base.items() if k != "data.data_root"})
+        assert cfg.train.amp is False and cfg.data.augment == "facil", name
