@@ -30,6 +30,10 @@ KNOWN_NUM_CLASSES = {"digits": 10, "cifar100": 100, "mnist": 10, "svhn": 10, "im
                      "synthetic": 10}
 DATASETS = (*KNOWN_NUM_CLASSES, "folder")
 NETWORKS = ("convnet", "resnet32", "resnet18")
+# model.network when left unset: FACIL's choice for its data sets (its default resnet32; resnet18 for the
+# ImageNet subset), a small convnet for the bundled ones. Resolved on construction, so results record it.
+DEFAULT_NETWORKS = {"digits": "convnet", "synthetic": "convnet", "cifar100": "resnet32", "mnist": "resnet32",
+                    "svhn": "resnet32", "imagenet100": "resnet18", "folder": "resnet32"}
 SELECTIONS = ("random", "herding", "entropy", "distance")
 # data.augment: FACIL's training transform per dataset, translation-only crops, or nothing
 # (cil.data.dataset.training_augment says what each means for each dataset).
@@ -60,7 +64,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    network: str = "convnet"
+    """``network`` None: the data set's default (:data:`DEFAULT_NETWORKS`)."""
+
+    network: str | None = None
 
 
 @dataclass
@@ -124,6 +130,8 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         self._check_types()
         self._resolve_presets()
+        if self.model.network is None:
+            self.model.network = DEFAULT_NETWORKS.get(self.data.dataset)
         self.data.data_root = os.path.abspath(os.path.expanduser(self.data.data_root))
         problems = _validate(self)
         if problems:
@@ -312,7 +320,8 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
 
     choice("approach", cfg.approach, APPROACHES)
     choice("data.dataset", d.dataset, DATASETS)
-    choice("model.network", cfg.model.network, NETWORKS)
+    if cfg.model.network is not None or d.dataset in DEFAULT_NETWORKS:  # else: the dataset's error says it
+        choice("model.network", cfg.model.network, NETWORKS)
     choice("data.augment", d.augment, AUGMENT_MODES)
     choice("memory.selection", m.selection, SELECTIONS)
     positive("data.num_tasks", d.num_tasks)
