@@ -4,7 +4,11 @@ Definitions, for a trial with T tasks and acc[t, u] the accuracy on task u after
 - average accuracy after t = mean over u <= t of acc[t, u] (the per-step curve, against classes seen);
 - ``final_acc``   = average accuracy after the last task;
 - ``avg_inc_acc`` = mean over t of the average accuracy after t;
-- ``final_forg``  = mean over u < T-1 of forg[T-1, u]; 0 when T = 1 (nothing earlier to forget).
+- ``final_forg``  = mean over u < T-1 of forg[T-1, u]; 0 when T = 1 (nothing earlier to forget);
+- ``paper_avg_acc``  = mean of the T(T+1)/2 entries acc[t, u], u <= t (the paper's "average accuracy");
+- ``paper_avg_forg`` = mean of the T(T-1)/2 entries max(forg[t, u], 0), u < t (the paper's "average
+  forgetting": its scripts average the largest T(T-1)/2 entries of the whole forgetting matrix, whose
+  other entries are 0, so a negative entry counts as 0); 0 when T = 1.
 Partial trials (running or errored) get the same numbers taken at their last trained task, and
 ``complete == False`` so summaries can leave them out.
 """
@@ -91,8 +95,8 @@ def _like(source: pd.Series, values: np.ndarray) -> np.ndarray:
 
 def trial_metrics(df: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: its identity and config columns, ``complete``, ``last_task``, the
-    final ``classes_seen``, the six metrics of summary.csv and the total ``train_seconds``."""
-    s, _, _ = steps(df)
+    final ``classes_seen``, the metrics of summary.csv (schema.METRICS) and the total ``train_seconds``."""
+    s, rows, codes = steps(df)
     idx = np.arange(len(s.trials))
     out = s.trials.copy()
     out["last_task"] = s.last
@@ -105,7 +109,26 @@ def trial_metrics(df: pd.DataFrame) -> pd.DataFrame:
         out[f"avg_inc_acc_{kind}"] = np.where(s.present, acc, 0.0).sum(axis=1) / n_steps
         out[f"final_forg_{kind}"] = s.values[f"forg_{kind}"][idx, s.last]
     out["train_seconds"] = np.where(s.present, s.values["train_seconds"], 0.0).sum(axis=1)
+    for name, value in _paper_averages(rows, codes, len(s.trials)).items():
+        out[name] = value
     return out[[*s.trials.columns, "last_task", "classes_seen", *METRICS, "train_seconds"]]
+
+
+def _paper_averages(rows: pd.DataFrame, codes: np.ndarray, n_trials: int) -> dict[str, np.ndarray]:
+    """The paper's averages per trial over every (t, u) row it has: accuracy over u <= t, forgetting
+    (negatives as 0) over u < t (0 when there is no such row)."""
+    older = (rows["eval_task"].to_numpy(dtype=np.int64) < rows["task"].to_numpy(dtype=np.int64))
+    n_rows = np.bincount(codes, minlength=n_trials)
+    n_older = np.bincount(codes[older], minlength=n_trials)
+    out = {}
+    for kind in ("tag", "taw"):
+        acc = rows[f"acc_{kind}"].to_numpy(dtype=np.float64, na_value=np.nan)
+        forg = np.maximum(rows[f"forg_{kind}"].to_numpy(dtype=np.float64, na_value=np.nan)[older], 0.0)
+        out[f"paper_avg_acc_{kind}"] = np.bincount(codes, weights=acc, minlength=n_trials) / n_rows
+        total = np.bincount(codes[older], weights=forg, minlength=n_trials)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"paper_avg_forg_{kind}"] = np.where(n_older > 0, total / np.maximum(n_older, 1), 0.0)
+    return out
 
 
 def curves(df: pd.DataFrame) -> pd.DataFrame:

@@ -30,8 +30,10 @@ ROW_COLUMNS = ("task", "eval_task", "classes_seen", "acc_taw", "acc_tag", "forg_
                "train_seconds", "complete")
 ACCURACY_COLUMNS = ("acc_taw", "acc_tag", "forg_taw", "forg_tag")
 
-# The per-trial metrics summarised over seeds, in the column order of summary.csv.
+# The per-trial metrics summarised over seeds, in the column order of summary.csv. ``paper_*``: the
+# aggregates of the paper's own analysis scripts (means over the whole lower triangle; docs/design.md).
 METRICS = ("final_acc_tag", "final_acc_taw", "avg_inc_acc_tag", "avg_inc_acc_taw",
-           "final_forg_tag", "final_forg_taw")
+           "final_forg_tag", "final_forg_taw", "paper_avg_acc_tag", "paper_avg_acc_taw",
+           "paper_avg_forg_tag", "paper_avg_forg_taw")
 # Columns every group is split by, whatever ``by`` says: never average across them.
 SETTING_COLUMNS = ("dataset", "num_tasks")

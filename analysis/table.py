@@ -20,6 +20,8 @@ LABELS = {
     "final_acc_tag": "TAg acc", "final_acc_taw": "TAw acc",
     "avg_inc_acc_tag": "TAg avg inc acc", "avg_inc_acc_taw": "TAw avg inc acc",
     "final_forg_tag": "TAg forg", "final_forg_taw": "TAw forg",
+    "paper_avg_acc_tag": "TAg paper avg acc", "paper_avg_acc_taw": "TAw paper avg acc",
+    "paper_avg_forg_tag": "TAg paper avg forg", "paper_avg_forg_taw": "TAw paper avg forg",
 }
 FORMATS = ("markdown", "csv", "latex")
 _LEGEND = "values: mean ± 95% CI over seeds, in %"

@@ -1,4 +1,9 @@
-"""``python -m cil``: one experiment without Ray, with the flags a FACIL user already knows."""
+"""``python -m cil``: one experiment without Ray, with the flags a FACIL user already knows.
+
+Every flag of FACIL's ``main_incremental.py`` is understood: most set a config key, a few are accepted
+with a note (they have no counterpart here), the rest are refused with what replaces them.
+Order of precedence: ``--config`` YAML, then flags, then ``--set``.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ import sys
 import time
 from typing import Any
 
+import torch
 import yaml
 
 from cil import metrics
-from cil.config import ConfigError, ExperimentConfig, flatten
+from cil.config import DEFAULT_NETWORKS, ConfigError, ExperimentConfig, flatten
 from cil.data import DataError
 from cil.results import compact_trial, write_task
 from cil.run import run
@@ -44,19 +50,102 @@ FLAGS: dict[str, tuple[str, type]] = {
 }
 
 
+_NOT_IMPLEMENTED = "not implemented yet (planned with the training-loop rewrite)"
+# FACIL flags without a config key. Accepted ones print a note and change nothing; refused ones stop the
+# run before any work, saying what replaces them. name -> (argparse keywords, accepted?, message).
+FACIL_ONLY_FLAGS: dict[str, tuple[dict[str, Any], bool, str]] = {
+    "--log": ({"nargs": "*", "choices": ["disk", "tensorboard"], "metavar": "LOGGER"}, True,
+              "progress is printed and results are written as Parquet under --results-path (read them with "
+              "python -m analysis); there is no TensorBoard logger"),
+    "--num-workers": ({"type": int}, True,
+                      "there are no DataLoader workers: a task's images sit on the device as one tensor "
+                      "(data.on_device) and batches are augmented there"),
+    "--pin-memory": ({"type": str}, True, "there is no DataLoader to pin memory for (data.on_device)"),
+    "--last-layer-analysis": ({"action": "store_const", "const": True}, True,
+                              "head weight norms and bias means are always recorded (the heads/ Parquet table; "
+                              "analysis.plot_head_norms draws them)"),
+    "--no-cudnn-deterministic": ({"action": "store_const", "const": True}, True,
+                                 "cil leaves cuDNN at its defaults; identical numbers are guaranteed on the CPU"),
+    "--save-models": ({"action": "store_const", "const": True}, False,
+                      "python -m cil does not save models: each task's model is in the state cil.run(cfg) yields "
+                      "(TaskResult.state, torch.save-able), and sweeps checkpoint it after every task"),
+    "--use-valid-only": ({"action": "store_const", "const": True}, False,
+                         "tasks are always tested on the test split; data.val_fraction sets the validation split "
+                         "that drives the lr schedule"),
+    "--keep-existing-head": ({"action": "store_const", "const": True}, False,
+                             "backbones here have no classifier to keep: one head is added per task"),
+    "--pretrained": ({"action": "store_const", "const": True}, False,
+                     "networks are trained from scratch (model.network); pretrained backbones are not supported"),
+    "--gridsearch-tasks": ({"type": int}, False,
+                           "FACIL's grid search is replaced by sweeps: python -m tune sweep SPEC.yaml "
+                           "(a grid: or search: section)"),
+    "--stop-at-task": ({"type": int}, False, f"{_NOT_IMPLEMENTED}; meanwhile iterate cil.run(cfg) and stop "
+                                             "after the task you want"),
+    "--eval-on-train": ({"action": "store_const", "const": True}, False, _NOT_IMPLEMENTED),
+    "--fix-bn": ({"action": "store_const", "const": True}, False, _NOT_IMPLEMENTED),
+    "--multi-softmax": ({"action": "store_const", "const": True}, False, _NOT_IMPLEMENTED),
+}
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _default_text(key: str, value: Any) -> str:
+    """What a flag's key resolves to when nothing sets it, for --help."""
+    if key == "model.network":
+        by_net: dict[str, list[str]] = {}
+        for dataset, net in DEFAULT_NETWORKS.items():
+            by_net.setdefault(net, []).append(dataset)
+        return "per dataset: " + "; ".join(f"{n} for {', '.join(d)}" for n, d in by_net.items())
+    if key.startswith("loss.") and value is None:
+        return "the approach's preset"
+    if key == "data.nc_first_task" and value is None:
+        return "None: classes split evenly"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cil", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    # the resolved defaults, except the keys resolved from other keys (network, the preset's loss weights)
+    defaults = ExperimentConfig().to_flat() | {"model.network": None, "loss.lamb": None}
     p.add_argument("--config", help="YAML file with a (nested or dotted) experiment config to start from")
-    p.add_argument("--datasets", nargs="+", help="dataset name (one; FACIL's flag takes a list)")
+    p.add_argument("--datasets", nargs="+",
+                   help=f"dataset name (one; FACIL's flag takes a list) (default: {defaults['data.dataset']})")
     for flag, (key, typ) in FLAGS.items():
-        p.add_argument(flag, type=typ, default=None, help=f"sets {key}")
+        p.add_argument(flag, type=typ, default=None,
+                       help=f"sets {key} (default: {_default_text(key, defaults.get(key))})")
+    p.add_argument("--gpu", type=int, default=None, metavar="N",
+                   help="FACIL's GPU index: sets run.device to cuda:N (the CPU, with a note, when there is no "
+                        "CUDA); --device wins over it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any dotted config key, e.g. --set loss.w_task=1 (value parsed as YAML)")
-    p.add_argument("--results-path", default="results", help="results root (made absolute)")
-    p.add_argument("--exp-name", default=None, help="results sub-folder; default <dataset>_<approach>")
+    p.add_argument("--results-path", default="results", help="results root, made absolute (default: results)")
+    p.add_argument("--exp-name", default=None, help="results sub-folder (default: <dataset>_<approach>)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (every dotted key, as YAML) and exit without training")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    facil = p.add_argument_group("FACIL flags without a counterpart here (accepted with a note, or refused "
+                                 "with what replaces them)")
+    for flag, (kwargs, accepted, message) in FACIL_ONLY_FLAGS.items():
+        facil.add_argument(flag, default=None, **kwargs,
+                           help=("accepted, no effect: " if accepted else "refused: ") + message)
     return p
+
+
+def facil_flag_messages(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Notes for the FACIL-only flags given that are accepted, errors for those that are refused."""
+    notes, errors = [], []
+    for flag, (_, accepted, message) in FACIL_ONLY_FLAGS.items():
+        value = getattr(args, _dest(flag))
+        if value is None:
+            continue
+        if accepted and not (flag == "--log" and "tensorboard" in value):
+            notes.append(f"{flag} has no effect here: {message}")
+        else:
+            errors.append(f"{flag} tensorboard is not supported: {message}" if accepted else f"{flag}: {message}")
+    return notes, errors
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -77,8 +166,10 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         if len(args.datasets) != 1:
             raise ConfigError(f"--datasets {' '.join(args.datasets)}: give exactly one dataset per run")
         values["data.dataset"] = args.datasets[0]
+    if args.gpu is not None and args.device is None:
+        values["run.device"] = f"cuda:{args.gpu}" if torch.cuda.is_available() else "cpu"
     for flag, (key, _) in FLAGS.items():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        value = getattr(args, _dest(flag))
         if value is not None:
             values[key] = value
     for item in args.set:
@@ -105,8 +196,19 @@ def _check_writable_dir(path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    notes, errors = facil_flag_messages(args)
+    if args.gpu is not None and args.device is None and not torch.cuda.is_available():
+        notes.append(f"--gpu {args.gpu}: CUDA is not available, running on the CPU (as FACIL does)")
+    if errors:
+        print("error: " + "\n  ".join(errors), file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     try:
         cfg = config_from_args(args)
+        if args.print_config:
+            print(yaml.safe_dump(cfg.to_flat(), sort_keys=False), end="")
+            return 0
         device = cfg.resolved_device()
         results_root = os.path.abspath(args.results_path)
         _check_writable_dir(results_root)

@@ -30,7 +30,14 @@ KNOWN_NUM_CLASSES = {"digits": 10, "cifar100": 100, "mnist": 10, "svhn": 10, "im
                      "synthetic": 10}
 DATASETS = (*KNOWN_NUM_CLASSES, "folder")
 NETWORKS = ("convnet", "resnet32", "resnet18")
+# model.network when left unset: FACIL's choice for its data sets (its default resnet32; resnet18 for the
+# ImageNet subset), a small convnet for the bundled ones. Resolved on construction, so results record it.
+DEFAULT_NETWORKS = {"digits": "convnet", "synthetic": "convnet", "cifar100": "resnet32", "mnist": "resnet32",
+                    "svhn": "resnet32", "imagenet100": "resnet18", "folder": "resnet32"}
 SELECTIONS = ("random", "herding", "entropy", "distance")
+# data.augment: FACIL's training transform per dataset, translation-only crops, or nothing
+# (cil.data.dataset.training_augment says what each means for each dataset).
+AUGMENT_MODES = ("facil", "crop", "none")
 # Keys that say where a run happens, not what it computes: left out of the fingerprint.
 _MACHINE_KEYS = ("data.data_root", "data.on_device", "run.device")
 
@@ -52,11 +59,14 @@ class DataConfig:
     fixed_class_order: bool = False
     image_size: int | None = None
     on_device: bool = True
+    augment: str = "facil"
 
 
 @dataclass
 class ModelConfig:
-    network: str = "convnet"
+    """``network`` None: the data set's default (:data:`DEFAULT_NETWORKS`)."""
+
+    network: str | None = None
 
 
 @dataclass
@@ -76,7 +86,7 @@ class TrainConfig:
     warmup_nepochs: int = 0
     warmup_lr_factor: float = 1.0
     all_outputs: bool = False
-    amp: bool = True
+    amp: bool = False  # bf16 autocast on CUDA: an opt-in; FACIL and the paper ran fp32
 
 
 @dataclass
@@ -120,6 +130,8 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         self._check_types()
         self._resolve_presets()
+        if self.model.network is None:
+            self.model.network = DEFAULT_NETWORKS.get(self.data.dataset)
         self.data.data_root = os.path.abspath(os.path.expanduser(self.data.data_root))
         problems = _validate(self)
         if problems:
@@ -308,7 +320,9 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
 
     choice("approach", cfg.approach, APPROACHES)
     choice("data.dataset", d.dataset, DATASETS)
-    choice("model.network", cfg.model.network, NETWORKS)
+    if cfg.model.network is not None or d.dataset in DEFAULT_NETWORKS:  # else: the dataset's error says it
+        choice("model.network", cfg.model.network, NETWORKS)
+    choice("data.augment", d.augment, AUGMENT_MODES)
     choice("memory.selection", m.selection, SELECTIONS)
     positive("data.num_tasks", d.num_tasks)
     positive("data.nc_first_task", d.nc_first_task)

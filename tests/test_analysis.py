@@ -346,3 +346,34 @@ def test_only_partial_trials_give_an_empty_summary_with_a_note(tmp_path):
     assert text.startswith("| approach") and "partial trial excluded" in text
     s = analysis.summary(analysis.load(results), include_partial=True)
     assert s["final_acc_tag_mean"].iloc[0] == pytest.approx(0.9)
+
+
+def test_paper_averages_match_a_hand_computation(tmp_path):
+    """The paper's scripts: mean of the whole lower triangle of acc (diagonal included), and of the
+    strictly lower forgetting entries with negative forgetting counted as 0."""
+    results = str(tmp_path / "results")
+    improving = [[0.5], [0.6, 0.8], [0.55, 0.9, 0.7]]  # task 0 and task 1 improve later: negative forgetting
+    write_trial(results, "a", "lwf", 0, tag=TAG, taw=improving)
+    write_trial(results, "b", "lwf", 1, tag=shifted(TAG, 0.03), taw=improving)
+    write_trial(results, "p", "lwf", 2, tag=TAG, taw=improving, tasks_done=2)  # partial: tasks 0 and 1
+    trials = analysis.trial_metrics(analysis.load(results)).set_index("trial_id")
+    a = trials.loc["a"]
+    assert a["paper_avg_acc_taw"] == pytest.approx((0.5 + 0.6 + 0.8 + 0.55 + 0.9 + 0.7) / 6)
+    # forg[1,0] = 0.5 - 0.6 < 0 -> 0; forg[2,0] = 0.6 - 0.55; forg[2,1] = 0.8 - 0.9 < 0 -> 0
+    assert a["paper_avg_forg_taw"] == pytest.approx(0.05 / 3)
+    assert a["final_forg_taw"] == pytest.approx((0.05 - 0.1) / 2)  # FACIL's keeps the sign, last row only
+    assert a["paper_avg_acc_tag"] == pytest.approx((0.9 + 0.5 + 0.8 + 0.3 + 0.4 + 0.7) / 6)
+    assert a["paper_avg_forg_tag"] == pytest.approx((0.4 + 0.6 + 0.4) / 3)
+    assert trials.loc["b", "paper_avg_acc_tag"] == pytest.approx(0.6 + 0.03)
+    p = trials.loc["p"]  # taken at its last trained task, like the other metrics
+    assert p["paper_avg_acc_taw"] == pytest.approx((0.5 + 0.6 + 0.8) / 3) and p["paper_avg_forg_taw"] == 0.0
+    s = analysis.summary(analysis.load(results)).iloc[0]
+    assert s["n_seeds"] == 2 and s["paper_avg_acc_tag_mean"] == pytest.approx(0.615)
+    assert s["paper_avg_forg_taw_mean"] == pytest.approx(0.05 / 3) and s["paper_avg_forg_taw_std"] == 0.0
+
+
+def test_paper_averages_of_a_single_task_trial(tmp_path):
+    results = str(tmp_path / "results")
+    write_trial(results, "one", "lwf", 0, tag=[[0.4]], taw=[[0.9]])
+    t = analysis.trial_metrics(analysis.load(results)).iloc[0]
+    assert (t["paper_avg_acc_tag"], t["paper_avg_acc_taw"], t["paper_avg_forg_tag"]) == (0.4, 0.9, 0.0)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from benchmarks.fake_cifar100 import write_fake_cifar100
-from cil.data import ICARL_CLASS_ORDER, DataError, FileImageSet, load_dataset, make_scenario
+from cil.data import ICARL_CLASS_ORDER, AugmentSpec, DataError, FileImageSet, load_dataset, make_scenario
 
 # ---------------------------------------------------------------- in-memory sets
 
@@ -54,7 +54,11 @@ def test_cifar100_reads_a_folder_that_fails_md5(tmp_path):
     assert (len(ds.train), len(ds.test), ds.num_classes) == (1000, 200, 100)
     assert ds.train.take(torch.tensor([0, 5])).shape == (2, 3, 32, 32)
     assert ds.mean == (0.5071, 0.4866, 0.4409) and ds.std == (0.2009, 0.1984, 0.2023)
-    assert ds.augment.pad == 4 and ds.augment.flip and ds.class_order is None
+    assert ds.augment == AugmentSpec(pad=4, crop="resized", flip=True) and ds.class_order is None
+    shifted = load_dataset("cifar100", tmp_path, download=False, augment="crop")
+    assert shifted.augment == AugmentSpec(pad=4, crop="shift", flip=True)
+    with pytest.raises(DataError, match="augment = 'zoom' is not valid: choose one of facil, crop, none"):
+        load_dataset("cifar100", tmp_path, download=False, augment="zoom")
     assert ds.class_names[:2] == ["class_00", "class_01"]
     # pixels come through unchanged: row 0 of the pickle is image 0 in CHW order
     import pickle
@@ -154,14 +158,15 @@ def test_folder_image_folder_tree(tmp_path):
     for img, label in zip(x, ds.train.labels.tolist(), strict=True):
         colour = torch.tensor(COLOURS[ds.class_names[label]], dtype=torch.float32)
         assert (img.float().mean((1, 2)) - colour).abs().max() < 8  # JPEG is close, PNG exact
-    assert ds.augment.pad == 4 and ds.augment.flip
+    assert ds.augment == AugmentSpec(crop="resized", flip=True)  # FACIL's ImageNet-style crop
 
 
 def test_imagenet100_image_folder_with_val_and_size(tmp_path):
     _image_folder(tmp_path / "imagenet100", test_dir="val")
     ds = load_dataset("imagenet100", tmp_path, image_size=24)  # finds root/imagenet100
     assert ds.image_size == 24 and ds.test.take(torch.tensor([0, 8])).shape == (2, 3, 24, 24)
-    assert ds.mean == (0.485, 0.456, 0.406) and ds.augment.pad == 3
+    assert ds.mean == (0.485, 0.456, 0.406) and ds.augment == AugmentSpec(crop="resized", flip=True)
+    assert load_dataset("imagenet100", tmp_path, image_size=24, augment="crop").augment.pad == 3
     with pytest.raises(DataError, match="100 classes"):
         load_dataset("imagenet100", tmp_path, fixed_class_order=True)
 

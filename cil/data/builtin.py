@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cil.data.dataset import AugmentSpec, Dataset, channel_stats
+from cil.data.dataset import Dataset, channel_stats, training_augment
 from cil.data.errors import DataError
 from cil.data.imageset import TensorImageSet, resize_images
 
@@ -34,8 +34,9 @@ def load_digits(image_size: int | None = None) -> Dataset:
     train = TensorImageSet(x[~is_test], y[~is_test])
     test = TensorImageSet(x[is_test], y[is_test])
     mean, std = channel_stats(train.images)
-    return Dataset("digits", train, test, num_classes=10, channels=1, image_size=x.shape[-1], mean=mean,
-                   std=std, augment=AugmentSpec(), class_names=[str(i) for i in range(10)])
+    size = int(x.shape[-1])
+    return Dataset("digits", train, test, num_classes=10, channels=1, image_size=size, mean=mean, std=std,
+                   augment=training_augment("digits", "facil", size), class_names=[str(i) for i in range(10)])
 
 
 SYNTHETIC_DEFAULTS = {"classes": 10, "train": 100, "test": 20, "channels": 3, "size": 32, "seed": 0}
@@ -65,8 +66,8 @@ def load_synthetic(params: str = "", image_size: int | None = None) -> Dataset:
     Defaults: 10 classes of 3x32x32, 100 train and 20 test images per class (``synthetic:classes=20,
     train=50`` changes them; ``image_size`` overrides ``size``). Each class has a random 4x4 mean
     pattern per channel (values 40..215, upsampled), plus Gaussian noise (std 40): learnable, yet not
-    trivial. Mean/std are computed from the train images; augmentation as CIFAR: pad size//8 (4 at
-    32x32), random crop, flip.
+    trivial. Mean/std are computed from the train images; augmentation: pad size//8 (4 at 32x32),
+    random translation-only crop, flip (the translation-only variant of CIFAR's).
     """
     p = parse_synthetic(params)
     if image_size is not None:
@@ -87,4 +88,4 @@ def load_synthetic(params: str = "", image_size: int | None = None) -> Dataset:
     train, test = split(p["train"]), split(p["test"])
     mean, std = channel_stats(train.images)
     return Dataset("synthetic", train, test, num_classes=k, channels=c, image_size=s, mean=mean, std=std,
-                   augment=AugmentSpec(pad=max(1, s // 8), flip=True))
+                   augment=training_augment("synthetic", "facil", s))

@@ -6,23 +6,66 @@ from dataclasses import dataclass
 
 import torch
 
+from cil.config import AUGMENT_MODES
 from cil.data.imageset import ImageSet
+
+CROPS = ("shift", "resized")
 
 
 @dataclass(frozen=True)
 class AugmentSpec:
     """Training-time augmentation, applied on the device by :func:`cil.data.augment.augment`.
 
-    ``pad`` > 0 means: zero-pad every side by ``pad`` pixels, then crop a random window of the
-    original size (FACIL's ``Pad`` + crop). ``flip``: random horizontal flip with p = 0.5.
+    ``pad``: zero-pad every side by ``pad`` pixels first (FACIL's ``Pad``). ``crop``: how a window of
+    the original size is taken from the (padded) image: ``"shift"`` cuts it at a random offset
+    (translation only; needs ``pad`` > 0 to do anything), ``"resized"`` is FACIL's
+    ``RandomResizedCrop``: a box of random area (fraction ``scale`` of the padded image) and aspect
+    ratio (``ratio``, width / height) resized bilinearly to the original size. ``flip``: random
+    horizontal flip with p = 0.5.
     """
 
     pad: int = 0
+    crop: str = "shift"
     flip: bool = False
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+    def __post_init__(self) -> None:
+        if self.crop not in CROPS:
+            raise ValueError(f"AugmentSpec.crop = {self.crop!r} is not valid: choose one of {', '.join(CROPS)}")
+        if self.pad < 0:
+            raise ValueError(f"AugmentSpec.pad = {self.pad!r} is not valid: must be >= 0")
+        lo, hi = self.scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"AugmentSpec.scale = {self.scale!r} is not valid: need 0 < low <= high <= 1")
+        lo, hi = self.ratio
+        if not 0 < lo <= hi:
+            raise ValueError(f"AugmentSpec.ratio = {self.ratio!r} is not valid: need 0 < low <= high")
 
     @property
     def active(self) -> bool:
-        return self.pad > 0 or self.flip
+        return self.pad > 0 or self.flip or self.crop == "resized"
+
+
+def training_augment(dataset: str, mode: str, image_size: int) -> AugmentSpec:
+    """The training augmentation of ``dataset`` under ``data.augment = mode`` (see cil.config).
+
+    ``facil``: FACIL's training transform for the data sets FACIL configures (cifar100: Pad(4),
+    RandomResizedCrop(32), flip; imagenet100 and folder: RandomResizedCrop of the stored image, flip;
+    mnist and svhn: none) and this project's own choice for the others (digits: none; synthetic:
+    pad ``size // 8``, shift crop, flip). ``crop``: the same with every resized crop replaced by a
+    translation-only crop of the image padded by ``size // 8`` (4 at 32x32). ``none``: no augmentation.
+    """
+    if mode not in AUGMENT_MODES:
+        raise ValueError(f"augment mode {mode!r} is not valid: choose one of {', '.join(AUGMENT_MODES)}")
+    pad = max(1, image_size // 8)
+    if mode == "none" or dataset in ("digits", "mnist", "svhn"):
+        return AugmentSpec()
+    if dataset == "synthetic" or mode == "crop":
+        return AugmentSpec(pad=pad, crop="shift", flip=True)
+    if dataset == "cifar100":
+        return AugmentSpec(pad=4, crop="resized", flip=True)
+    return AugmentSpec(crop="resized", flip=True)  # imagenet100, folder
 
 
 @dataclass

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cil.config import AUGMENT_MODES
 from cil.data import builtin, downloaded, folders
-from cil.data.dataset import Dataset
+from cil.data.dataset import Dataset, training_augment
 from cil.data.errors import DataError
 
 DATASET_NAMES = ("digits", "cifar100", "mnist", "svhn", "imagenet100", "folder", "synthetic")
@@ -15,7 +16,8 @@ _FIXED_ORDER = ("cifar100", "imagenet100")
 
 
 def load_dataset(name: str, root: str | os.PathLike | None, *, download: bool = True,
-                 image_size: int | None = None, fixed_class_order: bool = False) -> Dataset:
+                 image_size: int | None = None, fixed_class_order: bool = False,
+                 augment: str = "facil") -> Dataset:
     """Load a data set by name.
 
     ``root``: the data root. cifar100, mnist and svhn use torchvision's layouts under it
@@ -25,6 +27,8 @@ def load_dataset(name: str, root: str | os.PathLike | None, *, download: bool = 
     ``synthetic`` takes parameters in its name: ``synthetic:classes=20,train=50,test=10,size=16``.
     ``image_size`` overrides the native size (in-memory sets are resized once, bilinear).
     ``fixed_class_order`` asks for the data set's fixed order (cifar100, imagenet100: iCaRL's).
+    ``augment`` picks the training augmentation (``facil``, ``crop`` or ``none``; see
+    :func:`~cil.data.dataset.training_augment`).
     """
     if not isinstance(name, str):
         raise DataError(f"dataset name must be a string, got {name!r}; "
@@ -35,10 +39,20 @@ def load_dataset(name: str, root: str | os.PathLike | None, *, download: bool = 
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
                                    or image_size < 1):
         raise DataError(f"image_size must be a positive integer, got {image_size!r}")
+    if augment not in AUGMENT_MODES:
+        raise DataError(f"augment = {augment!r} is not valid: choose one of {', '.join(AUGMENT_MODES)}")
     if fixed_class_order and base not in _FIXED_ORDER:
         raise DataError(f"dataset {base!r} has no fixed class order "
                         f"(only {', '.join(_FIXED_ORDER)} have one)")
 
+    ds = _load(base, params, root, download, image_size, fixed_class_order)
+    if augment != "facil":
+        ds.augment = training_augment(base, augment, ds.image_size)
+    return ds
+
+
+def _load(base: str, params: str, root: str | os.PathLike | None, download: bool, image_size: int | None,
+          fixed_class_order: bool) -> Dataset:
     if base == "digits":
         return builtin.load_digits(image_size)
     if base == "synthetic":

@@ -21,8 +21,8 @@ from cil.data.dataset import (
     ICARL_CLASS_ORDER,
     MNIST_STATS,
     SVHN_STATS,
-    AugmentSpec,
     Dataset,
+    training_augment,
 )
 from cil.data.errors import DataError
 from cil.data.imageset import TensorImageSet, resize_images
@@ -58,7 +58,8 @@ def _sets(x_train, y_train, x_test, y_test, image_size: int | None
 def load_cifar100(root: Path, download: bool, image_size: int | None, fixed_class_order: bool) -> Dataset:
     """CIFAR-100 from ``root/cifar-100-python/{train,test}`` (torchvision's layout), read with pickle.
 
-    FACIL's augmentation: pad 4, random 32x32 crop, horizontal flip. ``fixed_class_order``: iCaRL's.
+    FACIL's augmentation (see :func:`~cil.data.dataset.training_augment`): pad 4, random resized crop
+    back to 32x32, horizontal flip. ``fixed_class_order``: iCaRL's.
     """
     folder = root / "cifar-100-python"
     files = [folder / "train", folder / "test"]
@@ -71,7 +72,7 @@ def load_cifar100(root: Path, download: bool, image_size: int | None, fixed_clas
     names = _read_cifar_names(folder / "meta")
     train, test, size = _sets(x_tr, y_tr, x_te, y_te, image_size)
     return Dataset("cifar100", train, test, num_classes=100, channels=3, image_size=size,
-                   mean=CIFAR100_STATS[0], std=CIFAR100_STATS[1], augment=AugmentSpec(pad=4, flip=True),
+                   mean=CIFAR100_STATS[0], std=CIFAR100_STATS[1], augment=training_augment("cifar100", "facil", size),
                    class_order=list(ICARL_CLASS_ORDER) if fixed_class_order else None, class_names=names)
 
 
@@ -115,7 +116,8 @@ def load_mnist(root: Path, download: bool, image_size: int | None) -> Dataset:
         raise DataError(f"cannot read MNIST under {str(raw)!r}: {e}") from e
     train, test, size = _sets(tr.data.unsqueeze(1), tr.targets, te.data.unsqueeze(1), te.targets, image_size)
     return Dataset("mnist", train, test, num_classes=10, channels=1, image_size=size, mean=MNIST_STATS[0],
-                   std=MNIST_STATS[1], augment=AugmentSpec(), class_names=[str(i) for i in range(10)])
+                   std=MNIST_STATS[1], augment=training_augment("mnist", "facil", size),
+                   class_names=[str(i) for i in range(10)])
 
 
 def load_svhn(root: Path, download: bool, image_size: int | None) -> Dataset:
@@ -136,7 +138,8 @@ def load_svhn(root: Path, download: bool, image_size: int | None) -> Dataset:
     (x_tr, y_tr), (x_te, y_te) = splits
     train, test, size = _sets(x_tr, y_tr, x_te, y_te, image_size)
     return Dataset("svhn", train, test, num_classes=10, channels=3, image_size=size, mean=SVHN_STATS[0],
-                   std=SVHN_STATS[1], augment=AugmentSpec(), class_names=[str(i) for i in range(10)])
+                   std=SVHN_STATS[1], augment=training_augment("svhn", "facil", size),
+                   class_names=[str(i) for i in range(10)])
 
 
 def _read_svhn_mat(path: Path) -> tuple[torch.Tensor, torch.Tensor]:

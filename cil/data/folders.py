@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from cil.data.dataset import ICARL_CLASS_ORDER, IMAGENET_STATS, AugmentSpec, Dataset
+from cil.data.dataset import ICARL_CLASS_ORDER, IMAGENET_STATS, Dataset, training_augment
 from cil.data.errors import DataError
 from cil.data.imageset import FileImageSet
 
@@ -27,9 +27,9 @@ def load_imagenet100(root: Path, image_size: int | None, fixed_class_order: bool
     """An ImageNet subset as an ImageFolder tree or FACIL's lists, at ``root`` or ``root/imagenet100``.
 
     Images are decoded on demand (shorter side resized to ``image_size``, default 224, then centre
-    crop). FACIL trains on RandomResizedCrop(224) of 256-pixel images; we pre-resize once and augment
-    on the device with pad-``image_size // 8`` random crop + flip, which keeps augmentation a tensor
-    op. ``fixed_class_order``: FACIL's ``imagenet_subset`` order (iCaRL's list; needs 100 classes).
+    crop). FACIL trains on RandomResizedCrop(224) of 256-pixel images; we pre-resize once and take the
+    random resized crop of the stored image on the device, then flip. ``fixed_class_order``: FACIL's
+    ``imagenet_subset`` order (iCaRL's list; needs 100 classes).
     """
     if not _has_layout(root) and _has_layout(root / "imagenet100"):
         root = root / "imagenet100"
@@ -46,7 +46,7 @@ def load_imagenet100(root: Path, image_size: int | None, fixed_class_order: bool
 def load_folder(root: Path, image_size: int | None) -> Dataset:
     """Any ImageFolder tree with ``train/`` and ``test/`` (or ``val/``); class ids = sorted folder names.
 
-    Default size 32 (CIFAR-sized networks); augmentation pad ``image_size // 8`` + crop + flip;
+    Default size 32 (CIFAR-sized networks); augmentation as imagenet100 (random resized crop, flip);
     ImageNet's normalisation (a neutral choice for natural RGB photos).
     """
     ds = _load_files("folder", root, image_size or FOLDER_SIZE, lists_allowed=False)
@@ -72,7 +72,7 @@ def _load_files(name: str, root: Path, size: int, lists_allowed: bool) -> Datase
             for paths, labels in (train, test)]
     return Dataset(name, sets[0], sets[1], num_classes=len(names), channels=3, image_size=size,
                    mean=IMAGENET_STATS[0], std=IMAGENET_STATS[1],
-                   augment=AugmentSpec(pad=max(1, size // 8), flip=True), class_names=names)
+                   augment=training_augment(name, "facil", size), class_names=names)
 
 
 def _read_image_folders(root: Path) -> tuple[Split, Split, list[str]]:
