@@ -145,7 +145,9 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
         tuner = restore_tuner(spec, paths) if resume else make_tuner(spec, paths, verbose)
         with _without_ray_restore_hint():
             grid = tuner.fit()
-        trials = grid._experiment_analysis.trials  # Ray 2.60's ResultGrid keeps its Trials only there
+        # The saved state, not the grid's trials: an interrupt marks those TERMINATED in memory, while
+        # the state saved for --resume keeps them RUNNING or PENDING.
+        trials = tune.ExperimentAnalysis(folder, storage_filesystem=fs).trials
         outcome = SweepOutcome(grid, {t.trial_id: t.status for t in trials})
         if lease.lost_to is not None:
             outcome.lost_to = lease.lost_to.describe()
