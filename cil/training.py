@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import torch.fx.experimental.optimization as fx_optimization
 from cil.approaches import Approach
 from cil.config import ExperimentConfig
 from cil.data import Dataset, augment, normalize
+from cil.errors import DivergedError
 from cil.memory import ExemplarMemory
 from cil.metrics import task_accuracies
 from cil.networks import IncrementalNet
@@ -79,9 +81,11 @@ class Trainer:
     # ---- training --------------------------------------------------------------------------------
     def _step_epoch(self, approach: Approach, model: IncrementalNet, old_model: IncrementalNet | None,
                     t: int, data: tuple[torch.Tensor, torch.Tensor], optimizer: torch.optim.Optimizer,
-                    params: list[torch.nn.Parameter], loss_fn: Callable, generator: torch.Generator) -> None:
+                    params: list[torch.nn.Parameter], loss_fn: Callable, generator: torch.Generator) -> torch.Tensor:
+        """One epoch; returns the summed training loss, kept on the device (no per-batch host read)."""
         x, y = data
         approach.set_train_mode(model, t)
+        total = torch.zeros((), device=self.device)
         for idx in self.batches(len(y), generator):
             xb, yb = self.inputs(x[idx], generator), y[idx]
             with self.autocast():
@@ -95,6 +99,8 @@ class Trainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, self.cfg.train.clipping)
             optimizer.step()
+            total += loss.detach().float()
+        return total
 
     @torch.inference_mode()
     def mean_loss(self, model: IncrementalNet, old_model: IncrementalNet | None, t: int,
@@ -137,9 +143,11 @@ class Trainer:
         best_loss, best_state, patience = float("inf"), _snapshot(model), tc.lr_patience
         epochs = 0
         for epoch in range(tc.nepochs):
-            self._step_epoch(approach, model, old_model, t, train, optimizer, params, loss_fn, generator)
+            train_loss = self._step_epoch(approach, model, old_model, t, train, optimizer, params, loss_fn, generator)
             epochs = epoch + 1
             val_loss = self.mean_loss(model, old_model, t, val, loss_fn) if len(val[1]) else 0.0
+            if not math.isfinite(train_loss := train_loss.item()):  # a retry would diverge the same way
+                raise DivergedError(t, epoch + 1, "loss", train_loss)
             if val_loss < best_loss:
                 best_loss, best_state, patience = val_loss, _snapshot(model), tc.lr_patience
             else:

@@ -64,7 +64,7 @@ def test_killed_driver_resumes_without_duplicate_or_missing_rows(tmp_path) -> No
     done = subprocess.run(cli(*args, "--resume"), cwd=ROOT, env=env(), capture_output=True, text=True,
                           timeout=240, start_new_session=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "sweep resume: 2 trials, 0 errored" in done.stdout
+    assert "sweep resume: 2 trials, 2 finished, 0 errored, 0 unfinished" in done.stdout
 
     df = pd.read_parquet(task_files)
     assert not df.duplicated(["trial_id", "task", "eval_task"]).any()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 
+import fault_hooks
 import pandas as pd
 import pytest
 
@@ -15,6 +17,7 @@ from tune.sweep import run_sweep
 
 pytestmark = pytest.mark.ray
 
+TESTS = os.path.dirname(os.path.abspath(__file__))
 FAST = {"data.dataset": "digits", "data.num_tasks": 2, "model.network": "convnet", "train.nepochs": 2,
         "train.batch_size": 64}
 # Columns that legitimately differ between two runs of the same config.
@@ -22,15 +25,21 @@ RUN_COLUMNS = ["sweep", "trial_id", "train_seconds"]
 
 
 @pytest.fixture(scope="module")
-def ray_session():
+def ray_session(tmp_path_factory):
+    """Workers run tests/fault_hooks.install: trials of the sweep named 'fault' fail once after task 0.
+    Yields the folder of the markers that say a trial has failed."""
+    markers = tmp_path_factory.mktemp("markers")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_AUTH_MODE", "disabled")  # no token written under ~/.ray
         mp.setenv("RAY_DEDUP_LOGS", "1")
         mp.delenv("RAY_ADDRESS", raising=False)
+        mp.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.path.dirname(TESTS), os.environ.get("PYTHONPATH", "")]))
+        mp.setenv(fault_hooks.ENV, json.dumps({"fail_after_task": 0, "markers": str(markers), "sweep": "fault"}))
         import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        yield
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"worker_process_setup_hook": fault_hooks.HOOK})
+        yield markers
         ray.shutdown()
 
 
@@ -40,7 +49,7 @@ def grid_sweep(ray_session, tmp_path_factory):
     spec = parse_spec({"base": FAST, "grid": {"approach": ["lwf", "lwf-s"], "run.seed": [0, 1]},
                        "resources": {"cpu": 1}})
     paths = SweepPaths(str(tmp_path_factory.mktemp("storage")), "grid")
-    results = run_sweep(spec, paths, verbose=0)
+    results = run_sweep(spec, paths, verbose=0).grid
     return spec, paths, results
 
 
@@ -78,20 +87,19 @@ def test_a_sweep_name_is_not_reused_without_resume(grid_sweep) -> None:
         run_sweep(spec, paths, verbose=0)
 
 
-def test_failed_trial_resumes_from_its_checkpoint_with_identical_rows(grid_sweep, tmp_path) -> None:
-    """The test-only switch ``_test_fail_after_task: 0`` raises once after task 0 has been reported.
-    Storage is given as a ``file://`` URI, so rows, markers and Tune's state go through pyarrow's
-    filesystem layer as they do for ``s3://``."""
+def test_failed_trial_resumes_from_its_checkpoint_with_identical_rows(ray_session, grid_sweep, tmp_path) -> None:
+    """The trial fails once right after reporting task 0 (``ray_session``'s injected fault).
+    Storage is given as a ``file://`` URI, so rows and Tune's state go through pyarrow's filesystem
+    layer as they do for ``s3://``."""
     _, reference_paths, reference = grid_sweep
-    spec = parse_spec({"base": FAST | {"_test_fail_after_task": 0}, "grid": {"approach": ["lwf-s"], "run.seed": [0]},
+    spec = parse_spec({"base": FAST, "grid": {"approach": ["lwf-s"], "run.seed": [0]},
                        "resources": {"cpu": 1}, "failure": {"max_failures": 1}})
     paths = SweepPaths(f"file://{tmp_path}", "fault")
-    [result] = run_sweep(spec, paths, verbose=0)
+    [result] = run_sweep(spec, paths, verbose=0).grid
     assert result.error is None
     trial_id = result.metrics["trial_id"]
     results = tmp_path / "fault" / "results"
-    marker = results / "_test_markers" / f"{trial_id}_failed_after_t0"
-    assert marker.exists(), "the trial never failed"
+    assert (ray_session / f"{trial_id}_failed_after_t0").exists(), "the trial never failed"
     # Resumed, not restarted: task 0 was reported once.
     assert list(result.metrics_dataframe["task"]) == [0, 1]
     # Finished, so its per-task files were merged (into one per trial, then by the driver into one per table).
@@ -120,7 +128,7 @@ def test_optuna_search_with_asha_judges_points_on_the_seed_mean(ray_session, tmp
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
         "resources": {"cpu": 1}})
     paths = SweepPaths(str(tmp_path), "optuna")
-    results = run_sweep(spec, paths, verbose=0)
+    results = run_sweep(spec, paths, verbose=0).grid
     assert len(results) == 3 and all(r.error is None for r in results)
     df = read(paths)
     assert not df.duplicated(["trial_id", "task", "eval_task"]).any()
@@ -152,7 +160,7 @@ def test_quickstart_preset_completes(ray_session, tmp_path) -> None:
 
     spec = load_spec(os.path.join(os.path.dirname(os.path.dirname(__file__)), "tune", "presets", "quickstart.yaml"))
     paths = SweepPaths(str(tmp_path), "quickstart")
-    results = run_sweep(spec, paths, verbose=0)
+    results = run_sweep(spec, paths, verbose=0).grid
     assert len(results) == 24 and all(r.error is None for r in results)
     df = read(paths)
     assert not df.duplicated(["trial_id", "task", "eval_task"]).any() and len(df) == 24 * 15

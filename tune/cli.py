@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tune.paths import SweepError, SweepPaths, absolute_storage
 from tune.spec import SpecError, SweepSpec, check_capacity, load_spec
+
+if TYPE_CHECKING:
+    from tune.sweep import SweepOutcome
 
 DRY_RUN_SAMPLES = 5
 
@@ -26,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "$RAY_ADDRESS if set, else start a local Ray inside this process)")
     s.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this name; "
                                                           "errored trials are retried")
+    s.add_argument("--takeover", action="store_true", help="take the sweep from the driver that holds its "
+                                                            "lease (only when that driver is really dead)")
     s.add_argument("--dry-run", action="store_true", help="print trials, sample configs and resources; "
                                                            "do not start Ray")
     s.add_argument("--quiet", action="store_true", help="no live progress table")
@@ -51,18 +58,60 @@ def main(argv: list[str] | None = None) -> int:
     if capacity:
         print(f"error: invalid {spec.source}:\n  " + "\n  ".join(capacity), file=sys.stderr)
         return 2
+    if not address:  # a cluster's data lives on its worker nodes, which this machine cannot see
+        from tune.checks import check_data
+
+        problems = check_data(spec)
+        if problems:
+            print("error: data that the trials could not use:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return 2
+    from cil.results import refusing_storage
     from tune.report import final_table
     from tune.sweep import run_sweep
 
     try:
-        grid = run_sweep(spec, paths, address=address, resume=args.resume, verbose=0 if args.quiet else 1)
+        outcome = run_sweep(spec, paths, address=address, resume=args.resume, verbose=0 if args.quiet else 1,
+                            takeover=args.takeover)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    errors = [r for r in grid if r.error is not None]
-    print(f"\nsweep {name}: {len(grid)} trials, {len(errors)} errored; results: {paths.results}")
+    except OSError as err:
+        if not refusing_storage(err):
+            raise
+        print(f"error: the sweep storage {paths.experiment} refuses writes: {err}. Free space or fix its "
+              f"permissions, then run: {resume_command(args, name)}", file=sys.stderr)
+        return 1
+    return report(outcome, spec, paths, args, name, final_table)
+
+
+def report(outcome: SweepOutcome, spec: SweepSpec, paths: SweepPaths, args: argparse.Namespace, name: str,
+           final_table: Callable[..., str]) -> int:
+    """Print how the sweep ended; the exit code: 0 all finished, 1 some errored, 130 interrupted,
+    3 taken over by another driver."""
+    n, errored, unfinished = len(outcome.statuses), outcome.errored, outcome.unfinished
+    if outcome.lost_to is not None:
+        print(f"error: sweep {name} was taken over by another driver ({outcome.lost_to}); this driver "
+              "stopped", file=sys.stderr)
+        return 3
+    print(f"\nsweep {name}: {n} trials, {n - len(errored) - len(unfinished)} finished, {len(errored)} errored, "
+          f"{len(unfinished)} unfinished; results: {paths.results}")
+    for trial_id, message in outcome.failures.items():
+        print(f"  trial {trial_id} failed (not retried): {message}", file=sys.stderr)
     print(final_table(paths.results, by=group_by(spec)))
-    return 1 if errors else 0
+    if unfinished:
+        print(f"\nsweep {name} was interrupted: {len(unfinished)} of {n} trials unfinished. Continue it with:\n"
+              f"  {resume_command(args, name)}", file=sys.stderr)
+        return 130
+    return 1 if errored else 0
+
+
+def resume_command(args: argparse.Namespace, name: str) -> str:
+    """The exact command that continues this sweep."""
+    parts = ["python", "-m", "tune", "sweep", args.spec, "--name", name, "--storage",
+             absolute_storage(args.storage)]
+    if args.address:
+        parts += ["--address", args.address]
+    return shlex.join([*parts, "--resume"])
 
 
 def group_by(spec: SweepSpec) -> list[str]:

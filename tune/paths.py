@@ -19,16 +19,23 @@ class SweepPaths:
 
     @property
     def experiment(self) -> str:
-        return f"{self.storage.rstrip('/')}/{self.name}"
+        return _under(self.storage, self.name)
 
     @property
     def results(self) -> str:
-        return f"{self.experiment}/results"
+        return _under(self.experiment, "results")
+
+
+def _under(uri: str, name: str) -> str:
+    """``name`` inside ``uri``, before any ``?query`` (``s3://b/p?endpoint_override=...``)."""
+    path, mark, query = uri.partition("?")
+    return f"{path.rstrip('/')}/{name}{mark}{query}"
 
 
 def absolute_storage(storage: str) -> str:
     """Storage as Ray needs it: URIs as given, local paths made absolute against the CWD now (trials
     run in their own working directories)."""
     if "://" in storage:
-        return storage.rstrip("/")
+        path, mark, query = storage.partition("?")
+        return path.rstrip("/") + mark + query
     return os.path.abspath(os.path.expanduser(storage))

@@ -5,24 +5,31 @@ Everything is from ``ray.tune`` (Ray 2.60): ``ray.train``'s RunConfig and report
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from cil.results import TASK_RESULTS, compact_results, compact_trial, join, resolve
+from tune.lease import SweepLease
 from tune.paths import SweepError, SweepPaths
 from tune.searcher import make_searcher
 from tune.spec import TIME_ATTR, SweepSpec
 from tune.tracking import tracking_callbacks
-from tune.trainable import row_trial_ids, train_trial
+from tune.trainable import FAILED_DIR, read_failure, row_trial_ids, train_trial
 
 
 def check_paths(paths: SweepPaths, resume: bool) -> None:
     """Refuse to mix two sweeps' rows under one name, or to resume what was never saved."""
-    exists = tune.Tuner.can_restore(paths.experiment)
+    fs, experiment = resolve(paths.experiment)
+    exists = tune.Tuner.can_restore(experiment, storage_filesystem=fs)
     if resume and not exists:
         raise SweepError(f"nothing to resume: no Tune experiment state under {paths.experiment} "
                          f"(check --name and --storage)")
@@ -32,6 +39,22 @@ def check_paths(paths: SweepPaths, resume: bool) -> None:
         if exists or taken:
             raise SweepError(f"sweep {paths.name!r} already exists under {paths.storage}: pass --resume to "
                              f"continue it, or choose another --name")
+
+
+def check_storage(paths: SweepPaths) -> None:
+    """Create the sweep's folder and write and remove a probe file there, so that storage that cannot
+    be written (a missing bucket, no permission, a full disk) is one clear error before Ray starts."""
+    try:
+        fs, folder = resolve(paths.experiment)
+        fs.create_dir(folder, recursive=True)
+        probe = join(folder, f".probe-{uuid.uuid4().hex}")
+        with fs.open_output_stream(probe) as out:
+            out.write(b"probe")
+        fs.delete_file(probe)
+    except (OSError, ValueError, pa.ArrowException) as err:
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise SweepError(f"cannot write to the sweep storage {paths.experiment} (--storage {paths.storage}): "
+                         f"{detail}") from None
 
 
 def make_trainable(spec: SweepSpec, paths: SweepPaths) -> Any:
@@ -63,8 +86,9 @@ def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1) -> Any:
                                   max_concurrent_trials=spec.max_concurrent,
                                   reuse_actors=True,  # a new trial skips the worker's torch/cil import
                                   trial_dirname_creator=_trial_dirname)
+    fs, storage = storage_for_ray(paths)
     run_config = tune.RunConfig(
-        name=paths.name, storage_path=paths.storage, verbose=verbose,
+        name=paths.name, storage_path=storage, storage_filesystem=fs, verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
         callbacks=tracking_callbacks(spec.tracking, paths.name))
@@ -75,27 +99,86 @@ def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1) -> Any:
 def restore_tuner(spec: SweepSpec, paths: SweepPaths) -> Any:
     """Continue an interrupted sweep: unfinished trials resume from their last checkpoint, errored ones
     are retried. Ray does not restore a scheduler's state (ASHA starts its rungs afresh)."""
-    return tune.Tuner.restore(paths.experiment, make_trainable(spec, paths), resume_unfinished=True,
-                              resume_errored=True)
+    fs, experiment = resolve(paths.experiment)
+    return tune.Tuner.restore(experiment, make_trainable(spec, paths), resume_unfinished=True,
+                              resume_errored=True, storage_filesystem=fs)
+
+
+def storage_for_ray(paths: SweepPaths) -> tuple[Any, str]:
+    """Storage as Ray takes it: our own filesystem and the path inside it, so that a URI's query
+    (``?endpoint_override=...&scheme=http``) reaches pyarrow instead of ending up in a folder name."""
+    return resolve(paths.storage)
+
+
+@dataclass
+class SweepOutcome:
+    """How a sweep ended: Tune's ResultGrid and each trial's final status."""
+
+    grid: Any
+    statuses: dict[str, str]
+    failures: dict[str, str] = field(default_factory=dict)  # trial id -> permanent error message
+    lost_to: str | None = None  # the driver that took the sweep over while this one ran
+
+    @property
+    def unfinished(self) -> list[str]:
+        return [t for t, s in self.statuses.items() if s not in ("TERMINATED", "ERROR")]
+
+    @property
+    def errored(self) -> list[str]:
+        return [t for t, s in self.statuses.items() if s == "ERROR"]
 
 
 def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None, resume: bool = False,
-              verbose: int = 1) -> Any:
-    """Run (or resume) a sweep and return Tune's ResultGrid. Uses the Ray session already connected,
-    else ``address``, else starts a local Ray in this process."""
-    check_paths(paths, resume)
-    # Bounded checkpoints (num_to_keep) force an experiment snapshot every few reports, by design.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if not ray.is_initialized():
-        connect(address, verbose)
-    tuner = restore_tuner(spec, paths) if resume else make_tuner(spec, paths, verbose)
-    grid = tuner.fit()
-    for result in grid:  # trials a scheduler stopped early end without merging their own files
-        if result.error is None and result.metrics:
-            for trial_id in row_trial_ids(result.metrics.get("trial_id", ""), result.config or {}):
-                compact_trial(paths.results, trial_id)
-    compact_results(paths.results)  # finished trials' files -> one per table, for fast analysis
-    return grid
+              verbose: int = 1, takeover: bool = False) -> SweepOutcome:
+    """Run (or resume) a sweep while holding its lease. Uses the Ray session already connected, else
+    ``address``, else starts a local Ray in this process."""
+    check_storage(paths)
+    fs, folder = resolve(paths.experiment)
+    lease = SweepLease(fs, folder, paths.name, takeover=takeover)
+    with lease:
+        check_paths(paths, resume)
+        if resume:  # the user has fixed what made trials fail permanently: let them run again
+            fs.delete_dir_contents(join(resolve(paths.results)[1], FAILED_DIR), missing_dir_ok=True)
+        # Bounded checkpoints (num_to_keep) force an experiment snapshot every few reports, by design.
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+        if not ray.is_initialized():
+            connect(address, verbose)
+        tuner = restore_tuner(spec, paths) if resume else make_tuner(spec, paths, verbose)
+        with _without_ray_restore_hint():
+            grid = tuner.fit()
+        # The saved state, not the grid's trials: an interrupt marks those TERMINATED in memory, while
+        # the state saved for --resume keeps them RUNNING or PENDING.
+        trials = tune.ExperimentAnalysis(folder, storage_filesystem=fs).trials
+        outcome = SweepOutcome(grid, {t.trial_id: t.status for t in trials})
+        if lease.lost_to is not None:
+            outcome.lost_to = lease.lost_to.describe()
+            return outcome  # the sweep is another driver's now: leave its files alone
+        finished = []
+        for trial in trials:  # trials a scheduler stopped early end without merging their own files
+            if trial.status != "TERMINATED":
+                continue  # errored or interrupted: it may be resumed, and rewrite its files
+            for row_id in row_trial_ids(trial.trial_id, trial.config or {}):
+                compact_trial(paths.results, row_id)
+                finished.append(row_id)
+        compact_results(paths.results, finished)  # finished trials' files -> one per table
+        outcome.failures = {t: msg for t in outcome.errored if (msg := read_failure(paths.results, t))}
+        return outcome
+
+
+class _DropRestoreHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_ray_restore_hint():
+    """Ray's interrupt message tells users to call ``Tuner.restore``; ours prints the --resume command."""
+    log, hint = logging.getLogger("ray.tune.tune"), _DropRestoreHint()
+    log.addFilter(hint)
+    try:
+        yield
+    finally:
+        log.removeFilter(hint)
 
 
 def connect(address: str | None, verbose: int = 1) -> None:

@@ -2,8 +2,9 @@
 
 A trial resumes from ``tune.get_checkpoint()`` (after a failure or a ``Tuner.restore``), so a preempted
 trial loses at most the task in progress. Rows go to Parquet as each task ends, in files keyed by
-(trial_id, task): a retried task overwrites its own files, so rows are never duplicated or lost. A trial
-that finishes merges its files into one per table (``cil.results.compact_trial``).
+(trial_id, task): a retried task overwrites its own files, and a trial restored from a checkpoint first
+drops its rows of the tasks it is about to redo, so rows are never duplicated or lost. A trial that
+finishes merges its files into one per table (``cil.results.compact_trial``).
 
 In search mode a trial holds one Optuna point and runs all the spec's seeds in lock-step (task t of
 every seed, then one report with their mean), so the searcher and ASHA judge a point on its seed mean.
@@ -23,24 +24,59 @@ import torch
 from ray import tune
 
 from cil.config import ExperimentConfig
-from cil.results import compact_trial, join, resolve, write_task
+from cil.errors import PermanentError
+from cil.results import (
+    StorageError,
+    compact_trial,
+    discard_tasks_from,
+    join,
+    refusing_storage,
+    resolve,
+    write_task,
+)
 from cil.run import TaskResult, run
 from tune.spec import SEEDS_KEY
 
 STATE_FILE = "cil_state.pt"
+FAILED_DIR = "_failed"
 # A fractional-GPU trial caps its allocator a little under its share: the CUDA context and allocator
 # fragmentation live outside the cap, and trials sharing a card are not isolated from each other.
 GPU_SHARE_HEADROOM = 0.9
 
 
 def train_trial(config: dict[str, Any], *, sweep: str, results_dir: str, gpu_fraction: float = 0.0) -> None:
-    """Tune entry point (bind ``sweep``/``results_dir``/``gpu_fraction`` with ``tune.with_parameters``)."""
+    """Tune entry point (bind ``sweep``/``results_dir``/``gpu_fraction`` with ``tune.with_parameters``).
+
+    A :class:`~cil.errors.PermanentError` (bad data, a diverging loss, storage that refuses writes) is
+    recorded beside the results before it is raised, so Tune's retries of this trial end at once with
+    the same message instead of training again.
+    """
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one INFO line per checkpoint otherwise
     ray_id = tune.get_context().get_trial_id()
+    failed = read_failure(results_dir, ray_id)
+    if failed is not None:
+        raise PermanentError(f"{failed} (a permanent error: not retried)")
+    try:
+        _train(config, sweep, results_dir, ray_id, gpu_fraction)
+    except PermanentError as err:
+        record_failure(results_dir, ray_id, err)
+        raise
+    except OSError as err:
+        if not refusing_storage(err):
+            raise
+        failure = StorageError(f"the results storage {results_dir} refuses writes: {err}; free space or fix "
+                               "its permissions, then continue the sweep with --resume")
+        record_failure(results_dir, ray_id, failure)
+        raise failure from err
+
+
+def _train(config: dict[str, Any], sweep: str, results_dir: str, ray_id: str, gpu_fraction: float) -> None:
     device = _device(gpu_fraction)
     runs = experiment_configs(config, ray_id, device)
     states = _load_states(len(runs))
-    fail_after = config.get("_test_fail_after_task")
+    for (trial_id, cfg), state in zip(runs, states, strict=True):
+        if state is not None:  # rows of tasks after the checkpoint are about to be redone
+            discard_tasks_from(results_dir, trial_id, int(state["next_task"]), cfg.data.num_tasks)
     for results in zip(*(run(cfg, state) for (_, cfg), state in zip(runs, states, strict=True)), strict=True):
         for (trial_id, _), r in zip(runs, results, strict=True):
             tag = {"sweep": sweep, "trial_id": trial_id}
@@ -49,10 +85,36 @@ def train_trial(config: dict[str, Any], *, sweep: str, results_dir: str, gpu_fra
         with tempfile.TemporaryDirectory() as d:
             torch.save({"states": [r.state for r in results]}, os.path.join(d, STATE_FILE))
             tune.report(seed_mean(results), checkpoint=tune.Checkpoint.from_directory(d))
-        if fail_after is not None and results[0].task == fail_after:
-            _fail_once(results_dir, ray_id, fail_after)
     for trial_id, _ in runs:  # finished: one file per table instead of one per task
         compact_trial(results_dir, trial_id)
+
+
+def failure_path(results_dir: str, ray_id: str) -> tuple[pafs.FileSystem, str]:
+    """Where a trial's permanent failure is recorded: ``<results>/_failed/<ray trial id>.txt`` (readers
+    skip folders starting with ``_``)."""
+    fs, base = resolve(results_dir)
+    return fs, join(base, FAILED_DIR, f"{ray_id}.txt")
+
+
+def record_failure(results_dir: str, ray_id: str, err: BaseException) -> None:
+    """Record a permanent failure (best effort: a full disk may refuse this write too)."""
+    fs, path = failure_path(results_dir, ray_id)
+    try:
+        fs.create_dir(path.rpartition("/")[0], recursive=True)
+        with fs.open_output_stream(path) as out:
+            out.write(f"{type(err).__name__}: {err}".encode())
+    except OSError:
+        pass
+
+
+def read_failure(results_dir: str, ray_id: str) -> str | None:
+    """The recorded permanent failure of a trial, or None."""
+    fs, path = failure_path(results_dir, ray_id)
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read().decode()
+    except (FileNotFoundError, OSError):
+        return None
 
 
 def experiment_configs(config: dict[str, Any], ray_id: str, device: str) -> list[tuple[str, ExperimentConfig]]:
@@ -107,15 +169,3 @@ def _load_states(n: int) -> list[dict[str, Any] | None]:
     if len(blob["states"]) != n:
         raise RuntimeError(f"checkpoint holds {len(blob['states'])} runs, this trial has {n}")
     return blob["states"]
-
-
-def _fail_once(results_dir: str, ray_id: str, task: int) -> None:
-    """The test-only failure switch: raise once per trial, remembered by a marker beside the results."""
-    fs, base = resolve(results_dir)
-    marker = join(base, "_test_markers", f"{ray_id}_failed_after_t{task}")
-    if fs.get_file_info(marker).type != pafs.FileType.NotFound:
-        return
-    fs.create_dir(join(base, "_test_markers"), recursive=True)
-    with fs.open_output_stream(marker):
-        pass
-    raise RuntimeError(f"_test_fail_after_task: trial {ray_id} fails once after task {task}, as asked")

@@ -1,0 +1,36 @@
+"""Check a data source before any training starts, cheaply: the layout, not every image.
+
+A sweep calls this for each distinct data source of its trials before Ray starts, so a wrong path or
+a half-copied folder is one clear error instead of every trial failing in turn. A corrupt image that
+only shows when it is decoded later still fails its trial with a ``DataError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from cil.data import builtin
+from cil.data.datasets import load_dataset
+
+
+def check_data_source(dataset: str, data_root: str | os.PathLike | None, *, image_size: int | None = None,
+                      fixed_class_order: bool = False) -> None:
+    """Raise ``DataError`` if ``dataset`` at ``data_root`` cannot be used as a trial would use it.
+
+    Folder data sets (folder, imagenet100) have their whole layout checked (folders, lists, every
+    listed file present) and the first image of each split decoded; data sets torchvision downloads
+    are read (and fetched once here when missing, instead of by every trial); synthetic's parameters
+    are parsed; digits needs nothing.
+    """
+    base, _, params = str(dataset).partition(":")
+    if base == "digits":
+        return
+    if base == "synthetic":
+        builtin.parse_synthetic(params)
+        return
+    ds = load_dataset(dataset, data_root, image_size=image_size, fixed_class_order=fixed_class_order)
+    for split in (ds.train, ds.test):
+        if len(split):
+            split.take(torch.tensor([0]))
