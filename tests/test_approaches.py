@@ -3,12 +3,12 @@ the one list of approaches; the approach's own state travels in the resumable st
 
 from __future__ import annotations
 
+import importlib
 import itertools
 
 import pytest
 import torch
 
-import cil.run as run_module
 from cil.approaches import APPROACHES, SPECS, approach_class
 from cil.approaches.base import Approach, Loss, Step, TaskContext
 from cil.approaches.registry import SECTIONS, section_users
@@ -18,6 +18,7 @@ from cil.config import (
 )
 from cil.run import run
 
+run_module = importlib.import_module("cil.run")  # not `import cil.run`: cil's lazy `run` (the function) shadows it
 FAST = {"data.dataset": "digits", "data.num_tasks": 2, "model.network": "convnet", "train.nepochs": 2,
         "train.warmup_nepochs": 1, "memory.num_exemplars": 20, "run.device": "cpu", "approach": "lwf"}
 
