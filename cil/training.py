@@ -1,8 +1,9 @@
 """The one training loop every approach shares (FACIL's schedule), with the data on the device.
 
 A task's images sit on the device as one uint8 tensor; each batch is gathered, augmented and normalised
-with tensor ops there. Nothing in the per-batch path reads a value back to the host: losses are summed
-on the device and read once per epoch, when the schedule needs the validation loss.
+with tensor ops there. Nothing in the per-batch path reads a value back to the host: every loss term is
+summed on the device and read once per epoch, together with the validation loss the schedule needs.
+What a batch computes (forward, loss, scores) is the approach's (cil.approaches.base).
 """
 
 from __future__ import annotations

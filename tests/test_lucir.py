@@ -188,3 +188,15 @@ def test_facil_flags_map_to_the_approachs_keys(argv, expected):
         return
     flat = config_from_args(args).to_flat()
     assert {k: flat[k] for k in expected} == expected
+
+
+def test_paper_lucir_sweep_preset_lists_its_trials():
+    import os
+
+    from tune.spec import load_spec
+
+    spec = load_spec(os.path.join(os.path.dirname(os.path.dirname(__file__)), "tune", "presets",
+                                  "cifar100_lucir_paper.yaml"))
+    assert spec.num_trials == 54
+    assert spec.base["memory.num_exemplars_per_class"] == 20 and spec.base["memory.selection"] == "herding"
+    assert spec.grid["loss.w_task"] == [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
