@@ -211,3 +211,17 @@ def test_registry_is_the_one_list_of_approaches():
     for section, cls in SECTIONS.items():
         assert section_users(section), f"section {section} is read by no approach"
         assert {f"{section}.{k}" for k in cls.__dataclass_fields__} <= set(valid_keys())
+
+
+@pytest.mark.parametrize("with_exemplars", [True, False])
+def test_bce_pred_with_exemplars_switch(with_exemplars):
+    """Ours keeps the prediction BCE once exemplars are stored; `false` drops it, as the paper's lwf-br2."""
+    from cil.run import Experiment
+
+    cfg = ExperimentConfig.from_dict(FAST | {"approach": "lwf-br2", "train.warmup_nepochs": 0, "train.nepochs": 1,
+                                             "loss.bce_pred_with_exemplars": with_exemplars})
+    exp = Experiment(cfg)
+    report = exp.train_task(exp.begin_task(0))
+    assert "bce_pred" in report.records[0].terms  # no exemplars yet: both keep it
+    report = exp.train_task(exp.begin_task(1))
+    assert ("bce_pred" in report.records[0].terms) == with_exemplars
