@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from cil import metrics
+from cil.approaches.registry import SPECS, section_flags, section_users
 from cil.config import DEFAULT_NETWORKS, ConfigError, ExperimentConfig, flatten
 from cil.data import DataError
 from cil.results import compact_trial, write_task
@@ -105,6 +106,24 @@ def _default_text(key: str, value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+# FACIL flags that approach sections declare (cil.approaches.registry): one flag may set another key per
+# approach (``--lamb`` is loss.lamb for LwF, lucir.lamb for LUCIR).
+SECTION_FLAGS = section_flags()
+
+
+def flag_key(flag: str, approach: str) -> str:
+    """The dotted key a FACIL flag sets for ``approach``; ConfigError when that approach has no use for it."""
+    by_section = SECTION_FLAGS.get(flag, {})
+    section = SPECS[approach].section if approach in SPECS else None
+    if section in by_section:
+        return by_section[section].key
+    if flag in FLAGS:
+        return FLAGS[flag][0]
+    users = [u for s in by_section for u in section_users(s)]
+    keys = ", ".join(f.key for f in by_section.values())
+    raise ConfigError(f"{flag} is not used by approach {approach!r}: it sets {keys} (approaches {', '.join(users)})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cil", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -119,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", type=int, default=None, metavar="N",
                    help="FACIL's GPU index: sets run.device to cuda:N (the CPU, with a note, when there is no "
                         "CUDA); --device wins over it")
+    for flag, by_section in SECTION_FLAGS.items():
+        if flag in FLAGS:
+            continue
+        first = next(iter(by_section.values()))
+        keys = ", ".join(f.key for f in by_section.values())
+        if first.sets is not None:
+            p.add_argument(flag, action="store_const", const=first.sets, default=None,
+                           help=f"sets {keys} to {first.sets}")
+        else:
+            p.add_argument(flag, type=first.type, default=None, help=f"sets {keys}")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any dotted config key, e.g. --set loss.w_task=1 (value parsed as YAML)")
     p.add_argument("--results-path", default="results", help="results root, made absolute (default: results)")
@@ -168,10 +197,13 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         values["data.dataset"] = args.datasets[0]
     if args.gpu is not None and args.device is None:
         values["run.device"] = f"cuda:{args.gpu}" if torch.cuda.is_available() else "cpu"
-    for flag, (key, _) in FLAGS.items():
+    if args.approach is not None:
+        values["approach"] = args.approach
+    approach = values.get("approach", ExperimentConfig.__dataclass_fields__["approach"].default)
+    for flag in [*FLAGS, *SECTION_FLAGS]:
         value = getattr(args, _dest(flag))
         if value is not None:
-            values[key] = value
+            values[flag_key(flag, approach)] = value
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep or not key:

@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from cil.presets import APPROACHES, LOSS_WEIGHT_NAMES, LWF_PRESETS
+from cil.approaches.registry import APPROACHES, LOSS_PRESET_KEYS, LOSS_WEIGHT_NAMES, SECTIONS, SPECS, section_users
 
 
 class ConfigError(ValueError):
@@ -91,14 +91,21 @@ class TrainConfig:
 
 @dataclass
 class LossConfig:
-    """The paper's loss family. ``None`` means "the approach preset's value" (see cil.presets)."""
+    """The paper's loss family. ``None`` means "the approach's preset value" (cil.approaches.registry);
+    a key the approach does not use stays ``None``.
+
+    ``bce_pred_with_exemplars``: the LwF family keeps its prediction BCE when exemplars are stored
+    (old-class samples are negatives of the current head); ``false`` drops it then, as the paper's
+    ``lwf-br2`` does.
+    """
 
     lamb: float | None = None
-    T: float = 2.0
+    T: float | None = None
     w_joint: float | None = None
     w_task: float | None = None
     w_bce_kd: float | None = None
     w_bce_pred: float | None = None
+    bce_pred_with_exemplars: bool = True
 
 
 @dataclass
@@ -115,9 +122,8 @@ class RunConfig:
 
 
 @dataclass
-class ExperimentConfig:
-    """The whole experiment. Construct with keywords or :meth:`from_dict`; invalid values raise
-    :class:`ConfigError` before any work starts."""
+class _CoreConfig:
+    """The sections every approach shares; :class:`ExperimentConfig` adds one per approach section."""
 
     approach: str = "lwf"
     data: DataConfig = field(default_factory=DataConfig)
@@ -155,11 +161,44 @@ class ExperimentConfig:
             raise ConfigError("invalid experiment config:\n  " + "\n  ".join(dict.fromkeys(problems)))
 
     def _resolve_presets(self) -> None:
-        """Fill loss weights left as None from the approach's preset, so results record real values."""
-        preset = LWF_PRESETS.get(self.approach, dict.fromkeys(LOSS_WEIGHT_NAMES, 0.0) | {"lamb": 0.0})
-        for name, value in preset.items():
-            if getattr(self.loss, name) is None:
-                setattr(self.loss, name, float(value))
+        """Fill what the approach leaves to its preset (loss weights, its section's defaults), so results
+        record real values; a key of another approach's section, or a loss key the approach does not
+        use, is an error (FACIL silently ignored such keys)."""
+        spec = SPECS.get(self.approach)
+        if spec is None:
+            return  # reported by _validate
+        problems = []
+        for name in LOSS_PRESET_KEYS:
+            value = getattr(self.loss, name)
+            if name not in spec.loss:
+                if value is not None:
+                    hint = f" (its distillation weight is {spec.section}.lamb)" if spec.section else ""
+                    problems.append(f"loss.{name} = {value!r} is set but approach {self.approach!r} "
+                                    f"does not use it{hint if name == 'lamb' else ''}")
+            elif value is None:
+                setattr(self.loss, name, float(spec.loss[name]))
+        for section in SECTIONS:
+            values = getattr(self, section)
+            if section == spec.section:
+                for f in dataclasses.fields(values):
+                    if getattr(values, f.name) is None:
+                        setattr(values, f.name, _SECTION_DEFAULTS[section][f.name])
+                continue
+            for f in dataclasses.fields(values):
+                if getattr(values, f.name) is not None:
+                    owners = ", ".join(section_users(section))
+                    problems.append(f"{section}.{f.name} is set but approach is {self.approach!r} "
+                                    f"({section}.* belongs to {owners})")
+        if problems:
+            raise ConfigError("invalid experiment config:\n  " + "\n  ".join(problems))
+
+    def section(self, name: str) -> Any:
+        """The resolved values of an approach section, as the section's declared dataclass
+        (``cfg.section("lucir").lamb_mr``); only the running approach's section is filled."""
+        values = dataclasses.asdict(getattr(self, name))
+        if any(v is None for v in values.values()):
+            raise ValueError(f"section {name!r} is not filled: approach {self.approach!r} does not use it")
+        return SECTIONS[name](**values)
 
     # ---- dict round trip -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -200,8 +239,8 @@ class ExperimentConfig:
     def replace(self, **dotted: Any) -> ExperimentConfig:
         """A copy with some dotted keys changed (``cfg.replace(**{"loss.lamb": 2})``).
 
-        Every other leaf keeps its value, loss weights filled from a preset included: to switch
-        approach with the new preset's weights, build a new config with ``from_dict`` instead.
+        Every other leaf keeps its value, loss weights and section values filled from a preset
+        included: to switch approach, build a new config with ``from_dict`` instead.
         """
         return ExperimentConfig.from_dict(self.to_flat() | dotted)
 
@@ -225,6 +264,32 @@ class ExperimentConfig:
                 raise ConfigError(f"run.device = {self.run.device!r} is not available: this machine has "
                                   f"{count} CUDA device(s); use auto, cpu" + (", cuda:0.." if count else ""))
         return self.run.device
+
+
+def _optional_twin(cls: type) -> type:
+    """The config tree's view of an approach section: the same leaves, each ``None`` until resolved
+    (so a key of another approach's section can be told apart from a default)."""
+    hints = typing.get_type_hints(cls)
+    fields = [(f.name, hints[f.name] | None, field(default=None, metadata=f.metadata))
+              for f in dataclasses.fields(cls)]
+    twin = dataclasses.make_dataclass(cls.__name__ + "Values", fields)
+    twin.__module__ = __name__
+    twin.__doc__ = cls.__doc__
+    return twin
+
+
+_SECTION_TYPES = {name: _optional_twin(cls) for name, cls in SECTIONS.items()}
+_SECTION_DEFAULTS = {name: dataclasses.asdict(cls()) for name, cls in SECTIONS.items()}
+for _twin in _SECTION_TYPES.values():
+    globals()[_twin.__name__] = _twin  # picklable by name
+
+ExperimentConfig = dataclasses.make_dataclass(
+    "ExperimentConfig", [(name, tp, field(default_factory=tp)) for name, tp in _SECTION_TYPES.items()],
+    bases=(_CoreConfig,))
+ExperimentConfig.__module__ = __name__
+ExperimentConfig.__doc__ = """The whole experiment: the shared sections plus one section per approach that has
+hyper-parameters of its own (declared in cil.approaches.registry). Construct with keywords or
+:meth:`from_dict`; invalid values raise :class:`ConfigError` before any work starts."""
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -353,6 +418,19 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
     for name in ("lamb", *LOSS_WEIGHT_NAMES):
         positive(f"loss.{name}", getattr(lo, name), allow_zero=True)
     positive("loss.T", lo.T)
+    for section in SECTIONS:
+        values = getattr(cfg, section)
+        for f in dataclasses.fields(values):
+            check, value = f.metadata.get("check"), getattr(values, f.name)
+            key = f"{section}.{f.name}"
+            if value is None or check is None:
+                continue
+            if isinstance(check, tuple):
+                choice(key, value, check)
+            elif check == ">=1" and value < 1:
+                p.append(f"{key} = {value!r} is not valid: must be >= 1")
+            elif check in (">=0", ">0"):
+                positive(key, value, allow_zero=check == ">=0")
     positive("memory.num_exemplars", m.num_exemplars, allow_zero=True)
     positive("memory.num_exemplars_per_class", m.num_exemplars_per_class, allow_zero=True)
     if m.num_exemplars > 0 and m.num_exemplars_per_class > 0:

@@ -6,7 +6,7 @@ model, same length and shapes. Each function returns a scalar tensor averaged ov
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -74,3 +74,44 @@ def bce_pred(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     classes = torch.arange(logits.size(1), device=logits.device)
     one_hot = (targets.long().unsqueeze(1) == classes).to(logits.dtype)
     return F.binary_cross_entropy_with_logits(logits, one_hot)
+
+
+def less_forget(features: torch.Tensor, old_features: torch.Tensor) -> torch.Tensor:
+    """LUCIR's less-forget term: mean over the batch of 1 - cos(f, f_old)."""
+    return (1.0 - F.cosine_similarity(features.float(), old_features.float(), dim=1)).mean()
+
+
+def margin_ranking(cosines: torch.Tensor, targets: torch.Tensor, num_old: int, K: int,
+                   margin: float) -> torch.Tensor:
+    """LUCIR's inter-class separation: for each old-class sample, its own class's cosine should beat
+    each of the top-K new-class cosines by ``margin``; mean of ``relu(margin - gt + hard)`` over those
+    (sample, negative) pairs, 0 without old-class samples.
+
+    ``cosines`` are the unscaled cosines over all classes, classes ``>= num_old`` the new task's.
+    Computed with a mask rather than by selecting rows, so nothing is read back to the host.
+    """
+    old = (targets < num_old).to(cosines.dtype)
+    gt = cosines.gather(1, targets.unsqueeze(1))
+    hard = cosines[:, num_old:].topk(K, dim=1).values
+    pairs = F.relu(margin - gt + hard) * old.unsqueeze(1)
+    return pairs.sum() / (old.sum() * K).clamp(min=1.0)
+
+
+def family_distillation(outputs: Sequence[torch.Tensor], old_outputs: Sequence[torch.Tensor], own_name: str,
+                        own: Callable[[], torch.Tensor], w_joint: float, w_task: float, w_bce_kd: float, T: float,
+                        terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
+    """The paper's family on top of an approach's own distillation term ``own`` (LwF: joint KD,
+    LUCIR: less-forget): ``w_joint * own + w_task * kd_task + w_bce_kd * bce_kd`` over the old heads.
+    Terms with weight 0 are not computed; the computed ones are recorded in ``terms``. The caller
+    multiplies the result by its distillation weight (``lamb``)."""
+    distill: torch.Tensor | float = 0.0
+    if w_joint:
+        terms[own_name] = own()
+        distill = distill + w_joint * terms[own_name]
+    if w_task:
+        terms["kd_task"] = kd_task(outputs, old_outputs, T)
+        distill = distill + w_task * terms["kd_task"]
+    if w_bce_kd:
+        terms["bce_kd"] = bce_kd(outputs, old_outputs)
+        distill = distill + w_bce_kd * terms["bce_kd"]
+    return distill

@@ -11,6 +11,7 @@ flag, see :meth:`IncrementalNet.set_last_relu`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -18,7 +19,8 @@ import torchvision
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["BACKBONES", "ConvNet", "IncrementalNet", "ResNet18", "ResNet32", "make_backbone", "make_net"]
+__all__ = ["BACKBONES", "ConvNet", "CosineLinear", "IncrementalNet", "ResNet18", "ResNet32", "make_backbone",
+           "make_net"]
 
 
 def _kaiming_init(module: nn.Module) -> None:
@@ -215,6 +217,33 @@ def make_backbone(name: str, in_channels: int, image_size: int) -> tuple[nn.Modu
 
 
 # ---------------------------------------------------------------------------------------------------
+# Heads
+# ---------------------------------------------------------------------------------------------------
+
+
+class CosineLinear(nn.Module):
+    """LUCIR's cosine-normalised head: ``sigma * cos(f, w_c)`` for each class ``c``.
+
+    ``sigma`` is a learnable scale that LUCIR shares between all heads: pass the previous head's
+    parameter to share it (the same ``nn.Parameter`` object), or leave it out for a new one at 1.
+    :meth:`cosine` gives the unscaled cosines.
+    """
+
+    def __init__(self, in_features: int, out_features: int, sigma: nn.Parameter | None = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
+        self.sigma = sigma if sigma is not None else nn.Parameter(torch.ones(1))
+
+    def cosine(self, features: Tensor) -> Tensor:
+        return F.linear(F.normalize(features, dim=1), F.normalize(self.weight, dim=1))
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.sigma * self.cosine(features)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Multi-head network
 # ---------------------------------------------------------------------------------------------------
 
@@ -238,12 +267,17 @@ class IncrementalNet(nn.Module):
 
     # -- structure ------------------------------------------------------------------------------------
 
-    def add_head(self, n_classes: int) -> None:
-        """Append a fresh ``nn.Linear(out_dim, n_classes)`` head on the backbone's device and dtype."""
+    def add_head(self, n_classes: int, head: nn.Module | None = None) -> None:
+        """Append a head for ``n_classes`` classes on the backbone's device and dtype: ``head`` (anything
+        with ``out_features == n_classes`` mapping features to logits) or a fresh ``nn.Linear``."""
         if n_classes < 1:
             raise ValueError(f"a head needs at least one class, got {n_classes}")
+        if head is None:
+            head = nn.Linear(self.out_dim, int(n_classes))
+        elif getattr(head, "out_features", None) != n_classes:
+            raise ValueError(f"head {type(head).__name__} has out_features "
+                             f"{getattr(head, 'out_features', None)!r}, expected {n_classes}")
         ref = next(self.backbone.parameters(), None)
-        head = nn.Linear(self.out_dim, int(n_classes))
         if ref is not None:
             head = head.to(device=ref.device, dtype=ref.dtype)
         self.heads.append(head)

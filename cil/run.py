@@ -1,8 +1,9 @@
 """The incremental loop: train task after task, yield results and a resumable state after each.
 
 Every random draw of task t comes from generators seeded by (seed, t), and the old model of task t+1
-is the model after task t, so the state after a task is just the model, the memory and the results so
-far: resuming from it gives the numbers of an uninterrupted run.
+is the model after task t, so the state after a task is just the model, the memory, the approach's own
+state and the results so far: resuming from it gives the numbers of an uninterrupted run. The order in
+which the loop calls an approach's hooks is described in cil.approaches.base.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import torch
 
 from cil import metrics
 from cil.approaches import make_approach
+from cil.approaches.base import TaskContext, task_seed
 from cil.config import ExperimentConfig
 from cil.data import Dataset, Scenario, load_dataset, make_scenario
 from cil.memory import ExemplarMemory
 from cil.networks import IncrementalNet, make_backbone
-from cil.training import Trainer, frozen_copy
+from cil.training import FitReport, Trainer, frozen_copy
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the approach's own state ("approach") joined the model and the memory
 Log = Callable[[str], None]
 
 
@@ -38,11 +40,7 @@ class TaskResult:
     state: dict[str, Any] = field(repr=False)
     acc_taw: np.ndarray = field(repr=False)
     acc_tag: np.ndarray = field(repr=False)
-
-
-def task_seed(seed: int, task: int, stream: int) -> int:
-    """A distinct, stable seed per (experiment seed, task, use)."""
-    return (seed * 1_000_003 + task * 7_919 + stream * 104_729) % (2**63 - 1)
+    fit: FitReport | None = field(default=None, repr=False)
 
 
 class DeviceScenario:
@@ -91,18 +89,46 @@ class Experiment:
         self.model = IncrementalNet(backbone, dim).to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.approach = make_approach(cfg)
+        self.approach.prepare_model(self.model)
         m = cfg.memory
         self.memory = ExemplarMemory(m.num_exemplars, m.num_exemplars_per_class, m.selection)
         self.trainer = Trainer(cfg, self.dataset, self.device)
 
     def add_head(self, t: int) -> None:
+        """Task t's head, built by the approach from a generator seeded by (seed, t)."""
         torch.manual_seed(task_seed(self.cfg.run.seed, t, 0))
         n = self.scenario.taskcla[t][1]
-        self.model.add_head(n)
+        self.model.add_head(n, self.approach.make_head(self.model, t, n))
         self.model.heads[t].to(self.device)
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         return self.trainer.inputs(x)
+
+    def begin_task(self, t: int) -> TaskContext:
+        """The old model (the model after task t-1, when the approach uses one), task t's head, and the
+        context every hook of task t receives."""
+        old_model = None
+        if self.approach.needs_old_model and t > 0:
+            old_model = frozen_copy(self.model, fuse=not self.approach.old_model_grad)
+        self.add_head(t)
+        gen = torch.Generator(device=self.device).manual_seed(task_seed(self.cfg.run.seed, t, 1))
+        return TaskContext(t=t, cfg=self.cfg, model=self.model, old_model=old_model, memory=self.memory,
+                           scenario=self.scenario, device=self.device, generator=gen, trainer=self.trainer,
+                           log=self.log)
+
+    def train_task(self, ctx: TaskContext) -> FitReport:
+        """Every hook of one task up to the memory update (the part before evaluation)."""
+        a = self.approach
+        a.before_task(ctx)
+        train = a.training_set(ctx)
+        val = a.validation_set(ctx)
+        if self.log:
+            self.log(f"task {ctx.t}: training on {len(train[1])} samples, classes {ctx.num_new_classes}")
+        report = a.fit(ctx, train, val)
+        a.after_fit(ctx)
+        a.update_memory(ctx)
+        a.after_memory_update(ctx)
+        return report
 
 
 def _validate_state(cfg: ExperimentConfig, state: dict[str, Any]) -> None:
@@ -138,6 +164,7 @@ def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
             exp.add_head(t)
         exp.model.load_state_dict(state["model"])
         exp.memory.load_state_dict(state["memory"])
+        exp.approach.load_state_dict(state["approach"])
         acc_taw[:start_task] = np.asarray(state["acc_taw"], dtype=float)
         acc_tag[:start_task] = np.asarray(state["acc_tag"], dtype=float)
         seconds = [float(s) for s in state["train_seconds"]]
@@ -145,29 +172,16 @@ def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
     flat = cfg.to_flat()
     tests: list[tuple[torch.Tensor, torch.Tensor]] = [exp.scenario.task_split(u, "test") for u in range(T)]
     for t in range(start_task, T):
-        old_model = None
-        if exp.approach.needs_old_model and t > 0:
-            old_model = frozen_copy(exp.model)
-        exp.add_head(t)
-        exp.approach.before_task(t, exp.model)
-        train = exp.approach.training_set(t, exp.scenario, exp.memory)
-        val = exp.approach.validation_set(t, exp.scenario)
-        gen = torch.Generator(device=exp.device).manual_seed(task_seed(cfg.run.seed, t, 1))
-        if log:
-            log(f"task {t}: training on {len(train[1])} samples, classes {exp.scenario.taskcla[t][1]}")
-        report = exp.trainer.fit(exp.approach, exp.model, old_model, t, train, val, exp.memory, gen, log,
-                                 warmup_data=exp.scenario.task_split(t, "train"))
+        ctx = exp.begin_task(t)
+        report = exp.train_task(ctx)
         seconds.append(report.seconds)
-        del old_model
-        if exp.approach.uses_memory and exp.memory.enabled:
-            x, y = exp.scenario.task_split(t, "train")
-            mem_gen = torch.Generator(device=exp.device).manual_seed(task_seed(cfg.run.seed, t, 2))
-            exp.memory.update(exp.model, x, y, transform=exp.transform, device=exp.device, generator=mem_gen,
-                              batch_size=cfg.train.batch_size)
         eval_start = time.perf_counter()
-        taw, tag = exp.trainer.evaluate(exp.model, tests[: t + 1])
+        taw, tag = exp.trainer.evaluate(exp.approach, ctx, tests[: t + 1])
         acc_taw[t, : t + 1], acc_tag[t, : t + 1] = taw, tag
-        yield _task_result(cfg, flat, exp, t, acc_taw, acc_tag, seconds, time.perf_counter() - eval_start)
+        del ctx  # the old model goes with it
+        result = _task_result(cfg, flat, exp, t, acc_taw, acc_tag, seconds, time.perf_counter() - eval_start)
+        result.fit = report
+        yield result
 
 
 def _task_result(cfg: ExperimentConfig, flat: dict[str, Any], exp: Experiment, t: int, acc_taw: np.ndarray,
@@ -195,6 +209,7 @@ def _task_result(cfg: ExperimentConfig, flat: dict[str, Any], exp: Experiment, t
         "version": STATE_VERSION, "config": {k: v for k, v in flat.items()}, "next_task": t + 1,
         "model": {k: v.detach().cpu().clone() for k, v in exp.model.state_dict().items()},
         "memory": exp.memory.state_dict(),
+        "approach": exp.approach.state_dict(),
         "acc_taw": acc_taw[: t + 1].tolist(), "acc_tag": acc_tag[: t + 1].tolist(),
         "train_seconds": list(seconds),
     }

@@ -1,31 +1,44 @@
 """The one training loop every approach shares (FACIL's schedule), with the data on the device.
 
 A task's images sit on the device as one uint8 tensor; each batch is gathered, augmented and normalised
-with tensor ops there. Nothing in the per-batch path reads a value back to the host: losses are summed
-on the device and read once per epoch, when the schedule needs the validation loss.
+with tensor ops there. Nothing in the per-batch path reads a value back to the host: every loss term is
+summed on the device and read once per epoch, together with the validation loss the schedule needs.
+What a batch computes (forward, loss, scores) is the approach's (cil.approaches.base).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.fx.experimental.optimization as fx_optimization
 
-from cil.approaches import Approach
+from cil.approaches.base import Approach, Loss, Split, Step, TaskContext
 from cil.config import ExperimentConfig
 from cil.data import Dataset, augment, normalize
 from cil.errors import DivergedError
-from cil.memory import ExemplarMemory
 from cil.metrics import task_accuracies
 from cil.networks import IncrementalNet
 
-Log = Callable[[str], None]
+
+@dataclass
+class EpochRecord:
+    """One training epoch of a task: sample means of the loss and of each named term, the validation
+    loss and the heads' task-aware validation accuracy, the lr it trained with, its wall time."""
+
+    epoch: int
+    train_loss: float
+    terms: dict[str, float]
+    val_loss: float
+    val_acc_taw: float
+    lr: float
+    seconds: float
 
 
 @dataclass
@@ -33,6 +46,7 @@ class FitReport:
     epochs: int
     best_val_loss: float
     seconds: float
+    records: list[EpochRecord] = field(default_factory=list)
 
 
 class Trainer:
@@ -79,124 +93,152 @@ class Trainer:
         return out
 
     # ---- training --------------------------------------------------------------------------------
-    def _step_epoch(self, approach: Approach, model: IncrementalNet, old_model: IncrementalNet | None,
-                    t: int, data: tuple[torch.Tensor, torch.Tensor], optimizer: torch.optim.Optimizer,
-                    params: list[torch.nn.Parameter], loss_fn: Callable, generator: torch.Generator) -> torch.Tensor:
-        """One epoch; returns the summed training loss, kept on the device (no per-batch host read)."""
+    def run_epoch(self, approach: Approach, ctx: TaskContext, data: Split, optimizer: torch.optim.Optimizer,
+                  params: list[torch.nn.Parameter], loss_of: Callable[[Step], Loss], clip: bool
+                  ) -> tuple[list[str], torch.Tensor | None]:
+        """One pass over ``data`` in shuffled batches; returns the loss term names ("loss" first) and
+        their sample-weighted sums, kept on the device (nothing is read back per batch)."""
         x, y = data
-        approach.set_train_mode(model, t)
-        total = torch.zeros((), device=self.device)
-        for idx in self.batches(len(y), generator):
-            xb, yb = self.inputs(x[idx], generator), y[idx]
+        names: list[str] = []
+        sums = None
+        for idx in self.batches(len(y), ctx.generator):
+            xb, yb = self.inputs(x[idx], ctx.generator), y[idx]
             with self.autocast():
-                old_out = None
-                if old_model is not None:
-                    with torch.no_grad():
-                        old_out = old_model(xb)
-                out = model(xb)
-                loss = loss_fn(out, yb, old_out)
+                step = approach.forward(ctx, xb, yb, "train")
+                loss = loss_of(step)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.train.clipping)
+            loss.total.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(params, ctx.cfg.train.clipping)
             optimizer.step()
-            total += loss.detach().float()
-        return total
+            parts = torch.stack([loss.total.detach().float(), *(v.detach().float() for v in loss.terms.values())])
+            if sums is None:
+                names, sums = ["loss", *loss.terms], parts * len(idx)
+            elif len(parts) != len(names):
+                raise RuntimeError(f"{type(approach).__name__}.loss returned terms {list(loss.terms)} after "
+                                   f"{names[1:]} in the same epoch: keep the same terms for a whole epoch")
+            else:
+                sums += parts * len(idx)
+        return names, sums
 
     @torch.inference_mode()
-    def mean_loss(self, model: IncrementalNet, old_model: IncrementalNet | None, t: int,
-                  data: tuple[torch.Tensor, torch.Tensor], loss_fn: Callable) -> float:
-        """Sample-weighted mean loss over a set (FACIL's validation loss); one host read."""
+    def validate(self, approach: Approach, ctx: TaskContext, data: Split) -> torch.Tensor:
+        """Sample-weighted sum of the validation loss and the heads' task-aware hits over a set, as one
+        device tensor ``[loss_sum, hits]`` (FACIL's validation loss and TAw accuracy)."""
         x, y = data
-        if len(y) == 0:
-            return 0.0
+        model = ctx.model
         model.eval()
         total = torch.zeros((), device=self.device)
+        hits = torch.zeros((), device=self.device)
+        bounds = torch.tensor(model.task_offsets[1:], device=self.device)
+        head_of_column = torch.repeat_interleave(torch.arange(len(model.task_cls), device=self.device),
+                                                 torch.tensor(model.task_cls, device=self.device))
         for idx in self.batches(len(y), None):
             xb, yb = self.inputs(x[idx]), y[idx]
             with self.autocast():
-                old_out = old_model(xb) if old_model is not None else None
-                total += loss_fn(model(xb), yb, old_out).float() * len(idx)
-        return total.item() / len(y)
+                step = approach.forward(ctx, xb, yb, "val")
+                total += approach.validation_loss(ctx, step).float() * len(idx)
+            scores = torch.cat(step.logits, dim=1).float()
+            own = head_of_column == torch.bucketize(yb, bounds, right=True).unsqueeze(1)
+            hits += (scores.masked_fill(~own, float("-inf")).argmax(dim=1) == yb).sum()
+        return torch.stack([total, hits])
 
-    def fit(self, approach: Approach, model: IncrementalNet, old_model: IncrementalNet | None, t: int,
-            train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-            memory: ExemplarMemory, generator: torch.Generator, log: Log | None = None,
-            warmup_data: tuple[torch.Tensor, torch.Tensor] | None = None) -> FitReport:
+    def fit(self, approach: Approach, ctx: TaskContext, train: Split, val: Split) -> FitReport:
         """FACIL's train loop: warm-up, then SGD with lr decay on plateau and best-model restore.
 
-        ``warmup_data``: the new task's own samples (FACIL warms the new head up before exemplars join).
+        Reads the schedule from ``ctx.cfg.train`` (so a caller may re-run it with other values). Per
+        epoch, one read from the device: the training loss terms and the validation loss/accuracy.
+        A non-finite loss term stops the run with :class:`~cil.errors.DivergedError`.
         """
-        tc = self.cfg.train
+        tc = ctx.cfg.train
+        t, model = ctx.t, ctx.model
         start = time.perf_counter()
-        all_outputs = approach.use_all_outputs(memory)
-        offset = model.task_offsets[t]
-
-        def loss_fn(out, yb, old_out):
-            return approach.criterion(t, out, yb, old_out, offset, all_outputs)
-
         if t > 0 and tc.warmup_nepochs > 0:
-            self._warmup(model, t, warmup_data if warmup_data is not None else train, generator)
+            self._warmup(approach, ctx)
 
-        params = [p for p in approach.train_parameters(model, t, memory) if p.requires_grad]
+        params = [p for p in approach.train_parameters(ctx) if p.requires_grad]
         lr = tc.lr
         optimizer = torch.optim.SGD(params, lr=lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
         best_loss, best_state, patience = float("inf"), _snapshot(model), tc.lr_patience
-        epochs = 0
+        records: list[EpochRecord] = []
+
+        def loss_of(step: Step) -> Loss:
+            return approach.loss(ctx, step)
+
         for epoch in range(tc.nepochs):
-            train_loss = self._step_epoch(approach, model, old_model, t, train, optimizer, params, loss_fn, generator)
-            epochs = epoch + 1
-            val_loss = self.mean_loss(model, old_model, t, val, loss_fn) if len(val[1]) else 0.0
-            if not math.isfinite(train_loss := train_loss.item()):  # a retry would diverge the same way
-                raise DivergedError(t, epoch + 1, "loss", train_loss)
+            epoch_start = time.perf_counter()
+            approach.set_train_mode(ctx)
+            names, sums = self.run_epoch(approach, ctx, train, optimizer, params, loss_of, approach.clip_gradients)
+            has_val = len(val[1]) > 0
+            parts = [] if sums is None else [sums]
+            if has_val:
+                parts.append(self.validate(approach, ctx, val))
+            values = torch.cat(parts).tolist() if parts else []
+            n_train = max(len(train[1]), 1)
+            means = dict(zip(names, (v / n_train for v in values[: len(names)]), strict=True))
+            val_loss, val_acc = ((values[-2] / len(val[1]), values[-1] / len(val[1])) if has_val else (0.0, 0.0))
+            _check_finite(t, epoch + 1, means, val_loss)
+            records.append(EpochRecord(epoch=epoch + 1, train_loss=means.get("loss", 0.0),
+                                       terms={k: v for k, v in means.items() if k != "loss"}, val_loss=val_loss,
+                                       val_acc_taw=val_acc, lr=lr, seconds=time.perf_counter() - epoch_start))
             if val_loss < best_loss:
                 best_loss, best_state, patience = val_loss, _snapshot(model), tc.lr_patience
             else:
                 patience -= 1
                 if patience <= 0:
                     lr /= tc.lr_factor
-                    if log:
-                        log(f"  task {t} epoch {epoch + 1}: lr -> {lr:.2e}")
+                    if ctx.log:
+                        ctx.log(f"  task {t} epoch {epoch + 1}: lr -> {lr:.2e}")
                     if lr < tc.lr_min:
                         break
                     patience = tc.lr_patience
                     for group in optimizer.param_groups:
                         group["lr"] = lr
                     model.load_state_dict(best_state)
-            if log:
-                log(f"  task {t} epoch {epoch + 1}/{tc.nepochs}: val loss {val_loss:.4f} lr {lr:.2e}")
+            if ctx.log:
+                ctx.log(f"  task {t} epoch {epoch + 1}/{tc.nepochs}: val loss {val_loss:.4f} lr {lr:.2e}")
         model.load_state_dict(best_state)
-        return FitReport(epochs=epochs, best_val_loss=best_loss, seconds=time.perf_counter() - start)
+        return FitReport(epochs=len(records), best_val_loss=best_loss, seconds=time.perf_counter() - start,
+                         records=records)
 
-    def _warmup(self, model: IncrementalNet, t: int, train: tuple[torch.Tensor, torch.Tensor],
-                generator: torch.Generator) -> None:
-        """FACIL's warm-up: only the new head, plain CE on its classes, lr * warmup_lr_factor."""
-        tc = self.cfg.train
-        head = model.heads[t]
+    def _warmup(self, approach: Approach, ctx: TaskContext) -> None:
+        """FACIL's warm-up: only the new head, on the new task's own samples (not the exemplars), with
+        the approach's warm-up loss at lr * warmup_lr_factor; everything else stays in eval mode
+        (BatchNorm statistics untouched) and the old model does not run."""
+        tc = ctx.cfg.train
+        head = ctx.model.heads[ctx.t]
         params = list(head.parameters())
         optimizer = torch.optim.SGD(params, lr=tc.lr * tc.warmup_lr_factor)
-        offset = model.task_offsets[t]
+        wctx = dataclasses.replace(ctx, old_model=None)
 
-        def loss_fn(out, yb, _old):
-            return torch.nn.functional.cross_entropy(out[t].float(), yb - offset)
+        def loss_of(step: Step) -> Loss:
+            return Loss(approach.warmup_loss(wctx, step), {})
 
-        warm = _WarmupApproach(self.cfg)
-        for _ in range(tc.warmup_nepochs):
-            self._step_epoch(warm, model, None, t, train, optimizer, params, loss_fn, generator)
+        data = ctx.task_data("train")
+        for epoch in range(tc.warmup_nepochs):
+            ctx.model.eval()
+            head.train()
+            names, sums = self.run_epoch(approach, wctx, data, optimizer, params, loss_of, clip=True)
+            if sums is not None:
+                means = dict(zip(names, (v / max(len(data[1]), 1) for v in sums.tolist()), strict=True))
+                _check_finite(ctx.t, epoch + 1, {f"warmup {k}": v for k, v in means.items()}, 0.0)
 
     # ---- evaluation ------------------------------------------------------------------------------
     @torch.inference_mode()
-    def evaluate(self, model: IncrementalNet, tests: list[tuple[torch.Tensor, torch.Tensor]]
-                 ) -> tuple[list[float], list[float]]:
-        """Task-aware and task-agnostic accuracy on each given task's test set (one host read)."""
-        model.eval()
+    def evaluate(self, approach: Approach, ctx: TaskContext, tests: list[Split]) -> tuple[list[float], list[float]]:
+        """Task-aware and task-agnostic accuracy on each given task's test set from the approach's
+        evaluation scores (one host read)."""
+        ctx.model.eval()
         counts = []
+        offsets = ctx.model.task_offsets
         for u, (x, y) in enumerate(tests):
             taw = torch.zeros((), dtype=torch.long, device=self.device)
             tag = torch.zeros((), dtype=torch.long, device=self.device)
             for idx in self.batches(len(y), None):
                 with self.autocast():
-                    out = model(self.inputs(x[idx]))
-                a, b = task_accuracies([o.float() for o in out], y[idx], model.task_offsets, u)
+                    step = approach.forward(ctx, self.inputs(x[idx]), y[idx], "test")
+                    scores = approach.eval_scores(ctx, step)
+                a, b = task_accuracies([s.float() for s in scores], y[idx], offsets, u)
                 taw += a
                 tag += b
             counts.append(torch.stack([taw, tag]))
@@ -206,22 +248,27 @@ class Trainer:
                 [c[1] / n for c, n in zip(values, sizes, strict=True)])
 
 
-class _WarmupApproach(Approach):
-    """FACIL's warm-up trains the new head alone: everything else stays in eval mode (BatchNorm
-    statistics untouched); the loss is given by the trainer."""
+def _check_finite(task: int, epoch: int, means: dict[str, float], val_loss: float) -> None:
+    """Stop a diverged run, naming the first non-finite term (the parts before their total)."""
+    ordered = [*(k for k in means if k != "loss"), *(k for k in means if k == "loss")]
+    for name in ordered:
+        if not math.isfinite(means[name]):
+            raise DivergedError(task, epoch, name, means[name])
+    if not math.isfinite(val_loss):
+        raise DivergedError(task, epoch, "validation loss", val_loss)
 
-    def set_train_mode(self, model: IncrementalNet, t: int) -> None:
-        model.eval()
-        model.heads[t].train()
 
-
-def frozen_copy(model: IncrementalNet) -> IncrementalNet:
-    """The old model for distillation: a copy in eval mode, no gradients, BatchNorm folded into the
-    convolutions (eval-mode BN is affine, so the outputs are the same up to float rounding; the forward
-    pass is ~15% cheaper on CPU). Backbones that torch.fx cannot trace are kept unfused."""
+def frozen_copy(model: IncrementalNet, fuse: bool = True) -> IncrementalNet:
+    """The old model for distillation: a copy in eval mode whose parameters never train. With ``fuse``,
+    BatchNorm is folded into the convolutions (eval-mode BN is affine, so the outputs are the same up to
+    float rounding; the forward pass is ~15% cheaper on CPU); backbones that torch.fx cannot trace are
+    kept unfused. An approach that needs the old model's layers as they are (hooks on a named layer,
+    gradients w.r.t. its activations) asks for ``fuse=False``."""
     old = copy.deepcopy(model).eval()
     for p in old.parameters():
         p.requires_grad_(False)
+    if not fuse:
+        return old
     try:
         old.backbone = fx_optimization.fuse(old.backbone)
     except Exception:  # noqa: BLE001 - fusion is an optimisation only; an untraceable backbone still works

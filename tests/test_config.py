@@ -4,8 +4,8 @@ import re
 
 import pytest
 
+from cil.approaches.registry import SPECS
 from cil.config import ConfigError, ExperimentConfig, valid_keys
-from cil.presets import LWF_PRESETS
 
 
 def test_round_trip_nested_and_dotted():
@@ -16,10 +16,10 @@ def test_round_trip_nested_and_dotted():
     assert cfg.loss.lamb == 2.0 and isinstance(cfg.loss.lamb, float)
 
 
-@pytest.mark.parametrize("name", sorted(LWF_PRESETS))
+@pytest.mark.parametrize("name", sorted(SPECS))
 def test_presets_fill_unset_weights_and_overrides_win(name):
     cfg = ExperimentConfig(approach=name)
-    for key, value in LWF_PRESETS[name].items():
+    for key, value in SPECS[name].loss.items():
         assert getattr(cfg.loss, key) == value
     over = ExperimentConfig.from_dict({"approach": name, "loss.w_task": 0.25})
     assert over.loss.w_task == 0.25

@@ -9,6 +9,7 @@ import pytest
 @pytest.mark.parametrize("modules, forbidden", [
     ("cil, cil.run, cil.cli, cil.bench, cil.losses", ("ray",)),
     ("analysis, analysis.cli, analysis.figures, analysis.synth, analysis.bench", ("torch", "ray")),
+    ("cil.config, cil.approaches, cil.approaches.registry", ("torch", "ray")),  # the config is torch-free
 ])
 def test_imports_respect_the_layers(modules, forbidden):
     code = (f"import sys\nimport {modules}\n"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cil import ExperimentConfig, run
-from cil.presets import APPROACHES
+from cil.approaches import APPROACHES
 from cil.results import write_task
 
 FAST = {"data.dataset": "digits", "data.num_tasks": 5, "model.network": "convnet", "train.nepochs": 4,
@@ -167,19 +167,14 @@ def test_bf16_autocast_path_of_cuda_runs_on_cpu():
     """The trainer's CUDA path uses bf16 autocast; run the same code under CPU autocast so the loss
     terms, the old model's forward and the accuracy counts are exercised with bf16 logits here too."""
     from cil.run import Experiment
-    from cil.training import frozen_copy
 
     cfg = _cfg(approach="lwf-bsr", **{"data.num_tasks": 2, "train.nepochs": 2, "loss.w_bce_pred": 1.0})
     exp = Experiment(cfg)
     exp.trainer.autocast_dtype = torch.bfloat16
-    old = None
     for t in range(2):
-        exp.add_head(t)
-        train = exp.approach.training_set(t, exp.scenario, exp.memory)
-        val = exp.approach.validation_set(t, exp.scenario)
-        gen = torch.Generator().manual_seed(t)
-        report = exp.trainer.fit(exp.approach, exp.model, old, t, train, val, exp.memory, gen)
+        ctx = exp.begin_task(t)
+        report = exp.train_task(ctx)
         assert report.best_val_loss == report.best_val_loss  # not NaN
-        old = frozen_copy(exp.model)
-    taw, tag = exp.trainer.evaluate(exp.model, [exp.scenario.task_split(u, "test") for u in range(2)])
+        assert all(r.terms.get("kd_task", 0.0) > 0 for r in report.records) == (t > 0)
+    taw, tag = exp.trainer.evaluate(exp.approach, ctx, [exp.scenario.task_split(u, "test") for u in range(2)])
     assert min(taw) > 0.6 and all(0 <= a <= b for a, b in zip(tag, taw, strict=True))

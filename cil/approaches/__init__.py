@@ -1,20 +1,30 @@
-"""One file per approach; the LwF presets all map to the one LwF class with other loss weights."""
+"""One file per approach over the shared loop; :mod:`cil.approaches.registry` lists them.
 
-from cil.approaches.base import Approach
-from cil.approaches.finetuning import Finetuning
-from cil.approaches.freezing import Freezing
-from cil.approaches.joint import Joint
-from cil.approaches.lwf import LwF
-from cil.config import ExperimentConfig
-from cil.presets import LWF_PRESETS
+Importing this package does not import torch (the config reads the registry): the approach classes
+are loaded when :func:`make_approach` builds one.
+"""
 
-_CLASSES: dict[str, type[Approach]] = {"finetuning": Finetuning, "freezing": Freezing, "joint": Joint}
-_CLASSES.update(dict.fromkeys(LWF_PRESETS, LwF))
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from cil.approaches.registry import APPROACHES, SPECS, ApproachSpec, spec
+
+if TYPE_CHECKING:
+    from cil.approaches.base import Approach
+    from cil.config import ExperimentConfig
+
+
+def approach_class(name: str) -> type[Approach]:
+    """The class that implements approach ``name``."""
+    module, _, cls = spec(name).impl.partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def make_approach(cfg: ExperimentConfig) -> Approach:
     """The approach named by ``cfg.approach`` (already validated by the config)."""
-    return _CLASSES[cfg.approach](cfg)
+    return approach_class(cfg.approach)(cfg)
 
 
-__all__ = ["Approach", "Finetuning", "Freezing", "Joint", "LwF", "make_approach"]
+__all__ = ["APPROACHES", "SPECS", "ApproachSpec", "approach_class", "make_approach", "spec"]

@@ -4,4 +4,4 @@ from cil.approaches.base import Approach
 
 
 class Finetuning(Approach):
-    name = "finetuning"
+    """Every hook as in :class:`~cil.approaches.base.Approach`."""

@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import torch
 
-from cil.approaches.base import Approach
-from cil.data import Scenario
-from cil.memory import ExemplarMemory
+from cil.approaches.base import Approach, Split, TaskContext
 
 
-def _union(scenario: Scenario, t: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    parts = [scenario.task_split(u, split) for u in range(t + 1)]
+def _union(ctx: TaskContext, split: str) -> Split:
+    parts = [ctx.scenario.task_split(u, split) for u in range(ctx.t + 1)]
     return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
 
 
 class Joint(Approach):
-    name = "joint"
     uses_memory = False
 
-    def use_all_outputs(self, memory: ExemplarMemory) -> bool:
+    def use_all_outputs(self, ctx: TaskContext) -> bool:
         return True
 
-    def training_set(self, t: int, scenario: Scenario, memory: ExemplarMemory) -> tuple[torch.Tensor, torch.Tensor]:
-        return _union(scenario, t, "train")
+    def training_set(self, ctx: TaskContext) -> Split:
+        return _union(ctx, "train")
 
-    def validation_set(self, t: int, scenario: Scenario) -> tuple[torch.Tensor, torch.Tensor]:
-        return _union(scenario, t, "val")
+    def validation_set(self, ctx: TaskContext) -> Split:
+        return _union(ctx, "val")

@@ -1,44 +1,41 @@
 """Learning without Forgetting and the paper's variants, which differ only in loss weights.
 
 L = ce_pred + w_bce_pred * bce_pred + lamb * (w_joint * kd_joint + w_task * kd_task + w_bce_kd * bce_kd)
-The weights come from the config (cil.presets fills the ones left unset); terms with weight 0 are skipped.
+The weights come from the config (the registry's presets fill the ones left unset); terms with weight 0
+are skipped.
 """
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Iterable
+
+from torch import nn
 
 from cil import losses
-from cil.approaches.base import Approach
-from cil.memory import ExemplarMemory
-from cil.networks import IncrementalNet
+from cil.approaches.base import Approach, Loss, Step, TaskContext
 
 
 class LwF(Approach):
-    name = "lwf"
     needs_old_model = True
 
-    def train_parameters(self, model: IncrementalNet, t: int, memory: ExemplarMemory):
+    def train_parameters(self, ctx: TaskContext) -> Iterable[nn.Parameter]:
         """FACIL's LwF: without exemplars the old heads are left as they are (backbone + new head only)."""
-        if t > 0 and memory.size == 0:
-            return [*model.backbone.parameters(), *model.heads[t].parameters()]
-        return model.parameters()
+        if ctx.t > 0 and ctx.memory.size == 0:
+            return [*ctx.model.backbone.parameters(), *ctx.model.heads[ctx.t].parameters()]
+        return ctx.model.parameters()
 
-    def criterion(self, t: int, outputs: list[torch.Tensor], targets: torch.Tensor,
-                  old_outputs: list[torch.Tensor] | None, offset: int, all_outputs: bool) -> torch.Tensor:
-        w = self.cfg.loss
-        loss = self.prediction_loss(t, outputs, targets, offset, all_outputs)
-        if w.w_bce_pred:
-            # DESIGN.md: the current head only; with exemplars, old-class samples are negatives for it.
-            loss = loss + w.w_bce_pred * losses.bce_pred(outputs[t], targets - offset)
-        if t == 0 or old_outputs is None or not w.lamb:
-            return loss
-        new_old, old = outputs[:t], old_outputs[:t]
-        distill = 0.0
-        if w.w_joint:
-            distill = distill + w.w_joint * losses.kd_joint(new_old, old, w.T)
-        if w.w_task:
-            distill = distill + w.w_task * losses.kd_task(new_old, old, w.T)
-        if w.w_bce_kd:
-            distill = distill + w.w_bce_kd * losses.bce_kd(new_old, old)
-        return loss + w.lamb * distill
+    def loss(self, ctx: TaskContext, step: Step) -> Loss:
+        w, t = ctx.cfg.loss, ctx.t
+        ce = self.prediction_loss(ctx, step)
+        terms = {"ce_pred": ce}
+        loss = ce
+        if w.w_bce_pred and (w.bce_pred_with_exemplars or ctx.memory.size == 0):
+            # The current head only; with exemplars, old-class samples are negatives for it.
+            terms["bce_pred"] = losses.bce_pred(step.logits[t], step.y - ctx.offset)
+            loss = loss + w.w_bce_pred * terms["bce_pred"]
+        if t == 0 or step.old_logits is None or not w.lamb:
+            return Loss(loss, terms)
+        new_old, old = step.logits[:t], step.old_logits[:t]
+        distill = losses.family_distillation(new_old, old, "kd_joint", lambda: losses.kd_joint(new_old, old, w.T),
+                                             w.w_joint, w.w_task, w.w_bce_kd, w.T, terms)
+        return Loss(loss + w.lamb * distill, terms)
