@@ -137,7 +137,7 @@ class _CoreConfig:
         self._check_types()
         self._resolve_presets()
         if self.model.network is None:
-            self.model.network = DEFAULT_NETWORKS.get(self.data.dataset)
+            self.model.network = DEFAULT_NETWORKS.get(_dataset_base(self.data.dataset))
         self.data.data_root = os.path.abspath(os.path.expanduser(self.data.data_root))
         problems = _validate(self)
         if problems:
@@ -365,6 +365,32 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
                       + (" or null" if optional else ""))
 
 
+def _dataset_base(name: str) -> str:
+    """The data set's name without its parameters (``synthetic:classes=50`` -> ``synthetic``)."""
+    return name.partition(":")[0]
+
+
+def _check_dataset(name: str, choice: Any, problems: list[str]) -> int | None:
+    """Check ``data.dataset`` (``synthetic`` may carry parameters: ``synthetic:classes=50,train=40``) and
+    return its number of classes where it is known before loading."""
+    base, sep, params = name.partition(":")
+    if not sep:
+        choice("data.dataset", name, DATASETS)
+        return KNOWN_NUM_CLASSES.get(name)
+    if base != "synthetic":
+        problems.append(f"data.dataset = {name!r} is not valid: only synthetic takes parameters after ':' "
+                        "(synthetic:classes=..,train=..,test=..,channels=..,size=..,seed=..)")
+        return None
+    from cil.data.builtin import parse_synthetic  # imports torch: only for a parameterised synthetic set
+    from cil.data.errors import DataError
+
+    try:
+        return parse_synthetic(params)["classes"]
+    except DataError as err:
+        problems.append(f"data.dataset = {name!r} is not valid: {err}")
+        return None
+
+
 def _validate(cfg: ExperimentConfig) -> list[str]:
     """All problems at once, each naming the key, the value and what is valid."""
     p: list[str] = []
@@ -384,8 +410,9 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
             p.append(f"{key} = {value!r} is not valid: must be {'>= 0' if allow_zero else '> 0'}")
 
     choice("approach", cfg.approach, APPROACHES)
-    choice("data.dataset", d.dataset, DATASETS)
-    if cfg.model.network is not None or d.dataset in DEFAULT_NETWORKS:  # else: the dataset's error says it
+    n_classes = _check_dataset(d.dataset, choice, p)
+    # an unknown dataset has its own error; its network default is unknown too
+    if cfg.model.network is not None or _dataset_base(d.dataset) in DEFAULT_NETWORKS:
         choice("model.network", cfg.model.network, NETWORKS)
     choice("data.augment", d.augment, AUGMENT_MODES)
     choice("memory.selection", m.selection, SELECTIONS)
@@ -394,7 +421,6 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
     positive("data.image_size", d.image_size)
     if not 0.0 <= d.val_fraction < 1.0:
         p.append(f"data.val_fraction = {d.val_fraction!r} is not valid: must be in [0, 1)")
-    n_classes = KNOWN_NUM_CLASSES.get(d.dataset)
     if n_classes is not None and d.num_tasks > 0:
         if d.num_tasks > n_classes:
             p.append(f"data.num_tasks = {d.num_tasks} is not valid: {d.dataset} has {n_classes} classes, "

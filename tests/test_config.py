@@ -38,6 +38,9 @@ def test_baselines_have_no_distillation():
     ({"train.batch_size": 0}, "train.batch_size = 0 is not valid: must be > 0"),
     ({"loss.w_task": -1}, "loss.w_task = -1.0 is not valid: must be >= 0"),
     ({"approach": "lwf-x"}, "approach = 'lwf-x' is not valid"),
+    ({"data.dataset": "digits:classes=4"}, "only synthetic takes parameters after ':'"),
+    ({"data.dataset": "synthetic:colour=3"}, "synthetic parameter 'colour=3' is not valid"),
+    ({"data.dataset": "synthetic:classes=8", "data.num_tasks": 9}, "synthetic:classes=8 has 8 classes"),
     ({"train.lr": "fast"}, "train.lr = 'fast' has the wrong type: expected float"),
     ({"train.nepochs": True}, "train.nepochs = True has the wrong type"),
     ({"memory.num_exemplars": 10, "memory.num_exemplars_per_class": 2}, "cannot both be set"),
@@ -47,6 +50,11 @@ def test_bad_values_name_key_value_and_valid(values, fragment):
     with pytest.raises(ConfigError) as err:
         ExperimentConfig.from_dict(values)
     assert fragment in str(err.value)
+
+
+def test_synthetic_takes_its_parameters_in_the_name():
+    cfg = ExperimentConfig.from_dict({"data.dataset": "synthetic:classes=50,channels=1,size=8", "data.num_tasks": 25})
+    assert cfg.data.dataset == "synthetic:classes=50,channels=1,size=8" and cfg.data.num_tasks == 25
 
 
 def test_all_problems_reported_at_once():
