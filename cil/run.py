@@ -80,7 +80,7 @@ class Experiment:
         self.device = torch.device(cfg.resolved_device())
         d = cfg.data
         self.dataset: Dataset = load_dataset(d.dataset, d.data_root, image_size=d.image_size,
-                                             fixed_class_order=d.fixed_class_order)
+                                             fixed_class_order=d.fixed_class_order, augment=d.augment)
         scenario = make_scenario(self.dataset, d.num_tasks, d.nc_first_task, cfg.run.seed,
                                  val_fraction=d.val_fraction)
         self.scenario = DeviceScenario(scenario, self.device, d.on_device)

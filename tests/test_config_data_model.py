@@ -12,8 +12,6 @@ def test_augment_defaults_to_facil_and_bad_modes_name_the_valid_ones():
         ExperimentConfig.from_dict({"data.augment": "zoom"})
 
 
-@pytest.mark.xfail(strict=True, reason="cil.run does not pass data.augment to load_dataset yet (training-loop "
-                                       "rewrite in progress); remove this mark once it does")
 def test_experiment_trains_with_the_configured_augmentation():
     from cil.run import Experiment
 
