@@ -9,16 +9,13 @@ import itertools
 import pytest
 import torch
 
+from cil import ExperimentConfig, run  # before anything imports cil.run: that would shadow cil's lazy `run`
 from cil.approaches import APPROACHES, SPECS, approach_class
 from cil.approaches.base import Approach, Loss, Step, TaskContext
 from cil.approaches.registry import SECTIONS, section_users
-from cil.config import (
-    ExperimentConfig,
-    valid_keys,  # noqa: I001
-)
-from cil.run import run
+from cil.config import valid_keys
 
-run_module = importlib.import_module("cil.run")  # not `import cil.run`: cil's lazy `run` (the function) shadows it
+run_module = importlib.import_module("cil.run")  # the module, whatever the package attribute `run` holds
 FAST = {"data.dataset": "digits", "data.num_tasks": 2, "model.network": "convnet", "train.nepochs": 2,
         "train.warmup_nepochs": 1, "memory.num_exemplars": 20, "run.device": "cpu", "approach": "lwf"}
 
