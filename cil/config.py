@@ -411,7 +411,11 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
             key = f"{section}.{f.name}"
             if value is None or check is None:
                 continue
-            if isinstance(check, tuple):
+            if callable(check):
+                problem = check(value)
+                if problem:
+                    p.append(f"{key} = {value!r} is not valid: {problem}")
+            elif isinstance(check, tuple):
                 choice(key, value, check)
             elif check == ">=1" and value < 1:
                 p.append(f"{key} = {value!r} is not valid: must be >= 1")
