@@ -17,6 +17,7 @@ from cil.approaches.importance import (
     gradient_importance,
     mix,
     old_share,
+    output_norm,
 )
 from cil.config import ConfigError, ExperimentConfig
 from cil.memory import ExemplarMemory
@@ -145,6 +146,17 @@ def test_multinomial_fisher_draws_one_label_per_sample_from_the_generator():
                                    lambda g: g.pow(2))
     torch.testing.assert_close(fisher(3), fisher(3))
     assert not torch.equal(fisher(3)["weight"], fisher(4)["weight"])
+
+
+def test_mas_importance_is_the_mean_absolute_gradient_of_the_output_l2_norm():
+    net = tiny_net()
+    x, y = batch(5)
+    one_by_one = [(x[i:i + 1], y[i:i + 1]) for i in range(5)]
+    omega = gradient_importance(net, backbone_parameters(net), one_by_one, output_norm, lambda g: g.abs())
+    s = _scores(net, x)
+    gw, gb = _per_sample_backbone_grads(net, x, s / np.linalg.norm(s, axis=1, keepdims=True))
+    np.testing.assert_allclose(as_np(omega["weight"]), np.abs(gw).mean(0), rtol=1e-4)
+    np.testing.assert_allclose(as_np(omega["bias"]), np.abs(gb).mean(0), rtol=1e-4)
 
 
 def test_alpha_mixes_old_and_new_importance():

@@ -68,8 +68,17 @@ class EwcSection:
     fi_num_samples: int = field(default=-1, metadata={"check": _sample_count, "flag": "--fi-num-samples"})
 
 
+@dataclass
+class MasSection:
+    """MAS (Aljundi et al. 2018, global version) with FACIL's defaults."""
+
+    lamb: float = field(default=1.0, metadata={"check": ">=0", "flag": "--lamb"})
+    alpha: float = field(default=0.5, metadata={"check": _mixing_weight, "flag": "--alpha"})
+    fi_num_samples: int = field(default=-1, metadata={"check": _sample_count, "flag": "--fi-num-samples"})
+
+
 #: section name -> its dataclass (the declared defaults are the approach's defaults)
-SECTIONS: dict[str, type] = {"lucir": LucirSection, "ewc": EwcSection}
+SECTIONS: dict[str, type] = {"lucir": LucirSection, "ewc": EwcSection, "mas": MasSection}
 
 
 # ---- approaches --------------------------------------------------------------------------------------
@@ -127,6 +136,8 @@ _SPECS = [
                  doc="less-forget + task-wise KD + BCE-KD"),
     ApproachSpec("ewc", "cil.approaches.ewc:EWC", {}, "ewc",
                  doc="Fisher-weighted quadratic penalty on the backbone"),
+    ApproachSpec("mas", "cil.approaches.mas:MAS", {}, "mas",
+                 doc="quadratic penalty weighted by output-sensitivity importances"),
 ]
 
 SPECS: Mapping[str, ApproachSpec] = MappingProxyType({s.name: s for s in _SPECS})
