@@ -203,3 +203,74 @@ def test_ewc_resumes_to_the_uninterrupted_run(tmp_path):
     cols = ["task", "eval_task", "acc_taw", "acc_tag"]
     pd.testing.assert_frame_equal(pd.DataFrame(rest)[cols], pd.DataFrame(full)[cols].iloc[3:].reset_index(drop=True))
     assert resumed.fit.records[0].terms["penalty"] > 0
+
+
+# ---- the path integral (Path Integral, RWalk) ------------------------------------------------------------
+
+def _train_steps(approach, ctx, xs, ys, lr):
+    """The trainer's per-batch path with plain SGD: forward, loss, backward, step, after_step."""
+    opt = torch.optim.SGD(ctx.model.parameters(), lr=lr)
+    ws = []
+    for x, y in zip(xs, ys, strict=True):
+        step = approach.forward(ctx, x, y, "train")
+        loss = approach.loss(ctx, step)
+        opt.zero_grad()
+        loss.total.backward()
+        opt.step()
+        approach.after_step(ctx, step, loss)
+        ws.append({n: v.clone() for n, v in approach.w.items()})
+    return ws
+
+
+def test_path_integral_accumulates_gradient_times_update_over_steps():
+    net, ref = tiny_net(), tiny_net()
+    ctx = tiny_ctx("path_integral", net, t=0, **{"path_integral.damping": 0.2})
+    pi = make_approach(ctx.cfg)
+    pi.before_task(ctx)
+    pi.reset_path(ctx)
+    start = detached_copy_of(net)
+    xs, ys = zip(*(batch(6, seed=s) for s in range(3)), strict=True)
+    ys = [y % 2 for y in ys]                                               # task 0's classes
+    ws = _train_steps(pi, ctx, xs, ys, lr=0.1)
+
+    hand = {n: torch.zeros_like(p) for n, p in backbone_parameters(ref).items()}
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    for k, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(ref(x)[0], y).backward()
+        for n, p in backbone_parameters(ref).items():
+            hand[n] += 0.1 * p.grad.pow(2)                 # -g * delta with delta = -lr * g at task 0
+        opt.step()
+        for n in hand:
+            torch.testing.assert_close(ws[k][n], hand[n])
+    for n in hand:                                          # non-negative, growing step after step
+        assert (ws[0][n] >= 0).all() and (ws[2][n] >= ws[1][n]).all() and (ws[2][n] > ws[0][n]).any()
+
+    pi.after_memory_update(ctx)
+    for n, p in backbone_parameters(net).items():
+        expected = ws[-1][n] / ((p.detach() - start[n]).pow(2) + 0.2)
+        torch.testing.assert_close(pi.store["importance"][n], expected)
+        assert (pi.store["importance"][n] >= 0).all()
+        torch.testing.assert_close(pi.anchor[n], p.detach())   # the new anchor: the parameters after the task
+
+
+def detached_copy_of(net):
+    return {n: p.detach().clone() for n, p in backbone_parameters(net).items()}
+
+
+def test_the_path_gradient_leaves_the_penalty_out():
+    net = tiny_net()
+    ctx = tiny_ctx("path_integral", net, t=1, **{"path_integral.lamb": 10.0})
+    pi = make_approach(ctx.cfg)
+    pi.before_task(ctx)
+    pi.store["importance"] = {n: torch.ones_like(v) for n, v in pi.anchor.items()}
+    pi.before_task(ctx)
+    with torch.no_grad():
+        net.backbone.weight.add_(0.5)                        # away from the anchor: the penalty pulls
+    x, y = batch()
+    step = pi.forward(ctx, x, 2 + y % 2, "train")
+    loss = pi.loss(ctx, step)
+    ce_grad = torch.autograd.grad(loss.terms["ce_pred"], net.backbone.weight, retain_graph=True)[0]
+    total_grad = torch.autograd.grad(loss.total, net.backbone.weight)[0]
+    torch.testing.assert_close(step.extras["path_grads"][0], ce_grad)
+    assert not torch.allclose(total_grad, ce_grad)

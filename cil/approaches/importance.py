@@ -229,8 +229,11 @@ class PathIntegralPenalty(ImportancePenalty):
         """The loss whose decrease the path integral measures: the cross-entropy the model trains with."""
         return loss.terms["ce_pred"]
 
-    def fit(self, ctx: TaskContext, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor]) -> FitReport:
+    def reset_path(self, ctx: TaskContext) -> None:
         self.w = {n: torch.zeros_like(p) for n, p in backbone_parameters(ctx.model).items()}
+
+    def fit(self, ctx: TaskContext, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor]) -> FitReport:
+        self.reset_path(ctx)
         return super().fit(ctx, train, val)
 
     def loss(self, ctx: TaskContext, step: Step) -> Loss:

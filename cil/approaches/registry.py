@@ -77,8 +77,18 @@ class MasSection:
     fi_num_samples: int = field(default=-1, metadata={"check": _sample_count, "flag": "--fi-num-samples"})
 
 
+@dataclass
+class PathIntegralSection:
+    """Path Integral / Synaptic Intelligence (Zenke et al. 2017) with FACIL's defaults: ``lamb`` is
+    the paper's c, ``damping`` its xi."""
+
+    lamb: float = field(default=0.1, metadata={"check": ">=0", "flag": "--lamb"})
+    damping: float = field(default=0.1, metadata={"check": ">0", "flag": "--damping"})
+
+
 #: section name -> its dataclass (the declared defaults are the approach's defaults)
-SECTIONS: dict[str, type] = {"lucir": LucirSection, "ewc": EwcSection, "mas": MasSection}
+SECTIONS: dict[str, type] = {"lucir": LucirSection, "ewc": EwcSection, "mas": MasSection,
+                             "path_integral": PathIntegralSection}
 
 
 # ---- approaches --------------------------------------------------------------------------------------
@@ -138,6 +148,8 @@ _SPECS = [
                  doc="Fisher-weighted quadratic penalty on the backbone"),
     ApproachSpec("mas", "cil.approaches.mas:MAS", {}, "mas",
                  doc="quadratic penalty weighted by output-sensitivity importances"),
+    ApproachSpec("path_integral", "cil.approaches.path_integral:PathIntegral", {}, "path_integral",
+                 doc="quadratic penalty weighted by each parameter's share of the loss decrease"),
 ]
 
 SPECS: Mapping[str, ApproachSpec] = MappingProxyType({s.name: s for s in _SPECS})
