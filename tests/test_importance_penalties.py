@@ -274,3 +274,38 @@ def test_the_path_gradient_leaves_the_penalty_out():
     total_grad = torch.autograd.grad(loss.total, net.backbone.weight)[0]
     torch.testing.assert_close(step.extras["path_grads"][0], ce_grad)
     assert not torch.allclose(total_grad, ce_grad)
+
+
+def test_rwalk_path_loss_is_the_trained_cross_entropy_unless_facil_path_loss():
+    x, y = batch()
+    y = 2 + y % 2
+    grads = {}
+    for facil in (False, True):
+        net = tiny_net()
+        ctx = tiny_ctx("r_walk", net, t=1, **{"r_walk.facil_path_loss": facil})
+        rw = make_approach(ctx.cfg)
+        rw.before_task(ctx)
+        step = rw.forward(ctx, x, y, "train")
+        rw.loss(ctx, step)
+        grads[facil] = step.extras["path_grads"][0]
+        scores = torch.cat(step.logits, dim=1) if facil else step.logits[1]
+        target = y if facil else y - 2
+        expected = torch.autograd.grad(torch.nn.functional.cross_entropy(scores, target), net.backbone.weight)[0]
+        torch.testing.assert_close(grads[facil], expected)
+    assert not torch.allclose(grads[False], grads[True])
+
+
+def test_rwalk_fisher_and_scores_are_non_negative_and_averaged_over_tasks(tmp_path):
+    cfg = ExperimentConfig.from_dict(FAST | {"approach": "r_walk", "data.num_tasks": 2})
+    states = [r.state["approach"] for r in run(cfg)]
+    torch.save(states[1], tmp_path / "rwalk.pt")
+    assert torch.load(tmp_path / "rwalk.pt", weights_only=True).keys() == {"anchor", "fisher", "scores"}
+    first, second = states
+    for n in first["fisher"]:
+        for group in ("fisher", "scores"):
+            assert (first[group][n] >= 0).all() and (second[group][n] >= 0).all()
+            # alpha = 0.5 mixing and score averaging: the new part is >= 0, so half the old one remains
+            assert (second[group][n] >= first[group][n] / 2 - 1e-12).all()
+        assert not torch.equal(first["anchor"][n], second["anchor"][n])
+    assert any(s.sum() > 0 for s in first["scores"].values())
+    assert any((second["scores"][n] != first["scores"][n] / 2).any() for n in first["scores"])

@@ -86,9 +86,24 @@ class PathIntegralSection:
     damping: float = field(default=0.1, metadata={"check": ">0", "flag": "--damping"})
 
 
+@dataclass
+class RWalkSection:
+    """RWalk (Chaudhry et al. 2018) with FACIL's defaults (FACIL's flags for the Fisher keys are
+    spelt with underscores). ``facil_path_loss``: score the optimisation path by the cross-entropy
+    over all heads, as FACIL does, instead of the cross-entropy it trains with."""
+
+    lamb: float = field(default=1.0, metadata={"check": ">=0", "flag": "--lamb"})
+    alpha: float = field(default=0.5, metadata={"check": _mixing_weight, "flag": "--alpha"})
+    damping: float = field(default=0.1, metadata={"check": ">0", "flag": "--damping"})
+    fim_sampling_type: str = field(default="max_pred",
+                                   metadata={"check": FISHER_SAMPLING, "flag": "--fim_sampling_type"})
+    fim_num_samples: int = field(default=-1, metadata={"check": _sample_count, "flag": "--fim_num_samples"})
+    facil_path_loss: bool = False
+
+
 #: section name -> its dataclass (the declared defaults are the approach's defaults)
 SECTIONS: dict[str, type] = {"lucir": LucirSection, "ewc": EwcSection, "mas": MasSection,
-                             "path_integral": PathIntegralSection}
+                             "path_integral": PathIntegralSection, "r_walk": RWalkSection}
 
 
 # ---- approaches --------------------------------------------------------------------------------------
@@ -150,6 +165,8 @@ _SPECS = [
                  doc="quadratic penalty weighted by output-sensitivity importances"),
     ApproachSpec("path_integral", "cil.approaches.path_integral:PathIntegral", {}, "path_integral",
                  doc="quadratic penalty weighted by each parameter's share of the loss decrease"),
+    ApproachSpec("r_walk", "cil.approaches.r_walk:RWalk", {}, "r_walk",
+                 doc="quadratic penalty weighted by Fisher plus path scores"),
 ]
 
 SPECS: Mapping[str, ApproachSpec] = MappingProxyType({s.name: s for s in _SPECS})
