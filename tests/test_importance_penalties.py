@@ -309,3 +309,17 @@ def test_rwalk_fisher_and_scores_are_non_negative_and_averaged_over_tasks(tmp_pa
         assert not torch.equal(first["anchor"][n], second["anchor"][n])
     assert any(s.sum() > 0 for s in first["scores"].values())
     assert any((second["scores"][n] != first["scores"][n] / 2).any() for n in first["scores"])
+
+
+@pytest.mark.parametrize("num_samples, expected", [(-1, "full"), (100, 100), (129, 128), (10**6, "all")])
+def test_importance_pass_sample_counts(num_samples, expected):
+    from cil.approaches.importance import importance_batches
+    from cil.run import Experiment
+
+    exp = Experiment(ExperimentConfig.from_dict(FAST | {"approach": "ewc", "train.batch_size": 64}))
+    ctx = exp.begin_task(0)
+    n = len(ctx.task_data("train")[1])
+    sizes = [len(y) for _, y in importance_batches(ctx, num_samples, ctx.new_generator(3))]
+    want = {"full": n // 64 * 64, "all": n - (n % 64 == 1)}.get(expected, expected)
+    assert n % 64 not in (0, 1)  # so that -1 (full batches) and "every sample" differ
+    assert sum(sizes) == want and all(s == 64 for s in sizes[:-1])
