@@ -330,9 +330,11 @@ _LEAVES, _SECTIONS, _HINTS = _collect_leaves()
 
 
 def _unknown_key_message(key: str) -> str:
-    close = difflib.get_close_matches(key, list(_LEAVES), n=3, cutoff=0.5)
-    if not close:  # a misplaced leaf ("lamb" for "loss.lamb")
-        close = [k for k in _LEAVES if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+    same_leaf = [k for k in _LEAVES if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+    # a leaf without its section ("lamb": loss.lamb, ewc.lamb, ...) lists every section that has it
+    close = (same_leaf if "." not in key else []) or difflib.get_close_matches(key, list(_LEAVES), n=3, cutoff=0.5)
+    if not close:  # a misplaced leaf
+        close = same_leaf
     if close:
         return f"unknown config key {key!r}; did you mean {', '.join(repr(c) for c in close)}?"
     return f"unknown config key {key!r} (valid keys: {', '.join(_LEAVES)})"
@@ -451,7 +453,11 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
             key = f"{section}.{f.name}"
             if value is None or check is None:
                 continue
-            if isinstance(check, tuple):
+            if callable(check):
+                problem = check(value)
+                if problem:
+                    p.append(f"{key} = {value!r} is not valid: {problem}")
+            elif isinstance(check, tuple):
                 choice(key, value, check)
             elif check == ">=1" and value < 1:
                 p.append(f"{key} = {value!r} is not valid: must be >= 1")

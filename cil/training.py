@@ -94,10 +94,11 @@ class Trainer:
 
     # ---- training --------------------------------------------------------------------------------
     def run_epoch(self, approach: Approach, ctx: TaskContext, data: Split, optimizer: torch.optim.Optimizer,
-                  params: list[torch.nn.Parameter], loss_of: Callable[[Step], Loss], clip: bool
-                  ) -> tuple[list[str], torch.Tensor | None]:
+                  params: list[torch.nn.Parameter], loss_of: Callable[[Step], Loss], clip: bool,
+                  after_step: Callable[[Step, Loss], None] | None = None) -> tuple[list[str], torch.Tensor | None]:
         """One pass over ``data`` in shuffled batches; returns the loss term names ("loss" first) and
-        their sample-weighted sums, kept on the device (nothing is read back per batch)."""
+        their sample-weighted sums, kept on the device (nothing is read back per batch).
+        ``after_step`` runs after each optimizer step."""
         x, y = data
         names: list[str] = []
         sums = None
@@ -111,6 +112,8 @@ class Trainer:
             if clip:
                 torch.nn.utils.clip_grad_norm_(params, ctx.cfg.train.clipping)
             optimizer.step()
+            if after_step is not None:
+                after_step(step, loss)
             parts = torch.stack([loss.total.detach().float(), *(v.detach().float() for v in loss.terms.values())])
             if sums is None:
                 names, sums = ["loss", *loss.terms], parts * len(idx)
@@ -165,10 +168,14 @@ class Trainer:
         def loss_of(step: Step) -> Loss:
             return approach.loss(ctx, step)
 
+        def after_step(step: Step, loss: Loss) -> None:
+            approach.after_step(ctx, step, loss)
+
         for epoch in range(tc.nepochs):
             epoch_start = time.perf_counter()
             approach.set_train_mode(ctx)
-            names, sums = self.run_epoch(approach, ctx, train, optimizer, params, loss_of, approach.clip_gradients)
+            names, sums = self.run_epoch(approach, ctx, train, optimizer, params, loss_of, approach.clip_gradients,
+                                         after_step)
             has_val = len(val[1]) > 0
             parts = [] if sums is None else [sums]
             if has_val:

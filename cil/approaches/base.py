@@ -5,7 +5,7 @@ The loop calls an approach's hooks in this order for task ``t`` (see cil.run):
 ``prepare_model`` (once, on the fresh model) -> ``make_head`` (task t's head; on resume, every head
 again) -> ``before_task`` -> ``training_set`` / ``validation_set`` -> ``fit`` (FACIL's schedule:
 ``warmup_loss`` per warm-up batch, then ``set_train_mode`` per epoch and ``train_parameters`` once,
-``forward`` + ``loss`` per batch, ``forward`` + ``validation_loss`` per validation batch) ->
+``forward`` + ``loss`` + ``after_step`` per batch, ``forward`` + ``validation_loss`` per validation batch) ->
 ``after_fit`` -> ``update_memory`` -> ``after_memory_update`` -> ``forward`` + ``eval_scores`` per test
 batch -> ``state_dict`` (into the resumable state; ``load_state_dict`` on resume).
 
@@ -195,6 +195,11 @@ class Approach:
     def loss(self, ctx: TaskContext, step: Step) -> Loss:
         ce = self.prediction_loss(ctx, step)
         return Loss(ce, {"ce_pred": ce})
+
+    def after_step(self, ctx: TaskContext, step: Step, loss: Loss) -> None:
+        """After each training batch's optimizer step (not in the warm-up), with that batch's ``step``
+        and ``loss``: e.g. Path Integral's running sum of gradient times parameter update. Runs per
+        batch: keep it on the device (no reads back to the host)."""
 
     def validation_loss(self, ctx: TaskContext, step: Step) -> Tensor:
         """The loss FACIL's schedule watches (lr decay, best model)."""

@@ -10,7 +10,8 @@ through the ``flag`` metadata, CLI flags.
 
 Field metadata understood by ``cil.config`` and ``cil.cli``:
 
-- ``check``: ``">=0"``, ``">0"``, ``">=1"`` (a number's range) or a tuple of valid strings;
+- ``check``: ``">=0"``, ``">0"``, ``">=1"`` (a number's range), a tuple of valid strings, or a
+  function of the value that returns what is wrong with it (``None`` when it is valid);
 - ``flag``: the FACIL command-line flag that sets the key (``"--lamb-mr"``); with ``sets`` the flag
   takes no value and stores ``sets`` (FACIL's ``--remove-less-forget`` stores ``False``).
 """
@@ -42,8 +43,67 @@ class LucirSection:
     adapt_lamb: bool = field(default=True, metadata={"flag": "--remove-adapt-lamda", "sets": False})
 
 
+def _mixing_weight(value: float) -> str | None:
+    """FACIL's alpha: the old importance's share in [0, 1], or -1 for old classes / classes seen."""
+    return None if value == -1 or 0 <= value <= 1 else "must be in [0, 1], or -1 (old classes / classes seen)"
+
+
+def _sample_count(value: int) -> str | None:
+    return None if value == -1 or value >= 1 else "must be >= 1, or -1 (the task's training samples, in full batches)"
+
+
+#: how the importance pass picks the label of each sample (FACIL's choices)
+FISHER_SAMPLING = ("max_pred", "true", "multinomial")
+
+
+@dataclass
+class EwcSection:
+    """EWC (Kirkpatrick et al. 2017) with FACIL's defaults: ``lamb`` weighs the Fisher penalty,
+    ``alpha`` is the old Fisher's share when the new task's is merged in."""
+
+    lamb: float = field(default=5000.0, metadata={"check": ">=0", "flag": "--lamb"})
+    alpha: float = field(default=0.5, metadata={"check": _mixing_weight, "flag": "--alpha"})
+    fi_sampling_type: str = field(default="max_pred",
+                                  metadata={"check": FISHER_SAMPLING, "flag": "--fi-sampling-type"})
+    fi_num_samples: int = field(default=-1, metadata={"check": _sample_count, "flag": "--fi-num-samples"})
+
+
+@dataclass
+class MasSection:
+    """MAS (Aljundi et al. 2018, global version) with FACIL's defaults."""
+
+    lamb: float = field(default=1.0, metadata={"check": ">=0", "flag": "--lamb"})
+    alpha: float = field(default=0.5, metadata={"check": _mixing_weight, "flag": "--alpha"})
+    fi_num_samples: int = field(default=-1, metadata={"check": _sample_count, "flag": "--fi-num-samples"})
+
+
+@dataclass
+class PathIntegralSection:
+    """Path Integral / Synaptic Intelligence (Zenke et al. 2017) with FACIL's defaults: ``lamb`` is
+    the paper's c, ``damping`` its xi."""
+
+    lamb: float = field(default=0.1, metadata={"check": ">=0", "flag": "--lamb"})
+    damping: float = field(default=0.1, metadata={"check": ">0", "flag": "--damping"})
+
+
+@dataclass
+class RWalkSection:
+    """RWalk (Chaudhry et al. 2018) with FACIL's defaults (FACIL's flags for the Fisher keys are
+    spelt with underscores). ``facil_path_loss``: score the optimisation path by the cross-entropy
+    over all heads, as FACIL does, instead of the cross-entropy it trains with."""
+
+    lamb: float = field(default=1.0, metadata={"check": ">=0", "flag": "--lamb"})
+    alpha: float = field(default=0.5, metadata={"check": _mixing_weight, "flag": "--alpha"})
+    damping: float = field(default=0.1, metadata={"check": ">0", "flag": "--damping"})
+    fim_sampling_type: str = field(default="max_pred",
+                                   metadata={"check": FISHER_SAMPLING, "flag": "--fim_sampling_type"})
+    fim_num_samples: int = field(default=-1, metadata={"check": _sample_count, "flag": "--fim_num_samples"})
+    facil_path_loss: bool = False
+
+
 #: section name -> its dataclass (the declared defaults are the approach's defaults)
-SECTIONS: dict[str, type] = {"lucir": LucirSection}
+SECTIONS: dict[str, type] = {"lucir": LucirSection, "ewc": EwcSection, "mas": MasSection,
+                             "path_integral": PathIntegralSection, "r_walk": RWalkSection}
 
 
 # ---- approaches --------------------------------------------------------------------------------------
@@ -99,6 +159,14 @@ _SPECS = [
                  doc="less-forget + BCE-KD + BCE-pred over all heads"),
     ApproachSpec("lucir-bsr", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0.1, 1, 0), "lucir",
                  doc="less-forget + task-wise KD + BCE-KD"),
+    ApproachSpec("ewc", "cil.approaches.ewc:EWC", {}, "ewc",
+                 doc="Fisher-weighted quadratic penalty on the backbone"),
+    ApproachSpec("mas", "cil.approaches.mas:MAS", {}, "mas",
+                 doc="quadratic penalty weighted by output-sensitivity importances"),
+    ApproachSpec("path_integral", "cil.approaches.path_integral:PathIntegral", {}, "path_integral",
+                 doc="quadratic penalty weighted by each parameter's share of the loss decrease"),
+    ApproachSpec("r_walk", "cil.approaches.r_walk:RWalk", {}, "r_walk",
+                 doc="quadratic penalty weighted by Fisher plus path scores"),
 ]
 
 SPECS: Mapping[str, ApproachSpec] = MappingProxyType({s.name: s for s in _SPECS})

@@ -1,0 +1,48 @@
+"""The ``after_step`` hook: once per training batch, after the optimizer step, never in the warm-up."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cil.run as run_module
+from cil.approaches.base import Approach
+from cil.config import ExperimentConfig
+from cil.run import run
+
+
+class StepCounter(Approach):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.losses = 0
+        self.steps: list[int] = []
+        self.moved: list[bool] = []
+
+    def loss(self, ctx, step):
+        if torch.is_grad_enabled():  # a training batch (validation runs under inference mode)
+            self.losses += 1
+            step.extras["before"] = ctx.model.backbone.convs[0].weight.detach().clone()
+        return super().loss(ctx, step)
+
+    def after_step(self, ctx, step, loss):
+        assert loss.total.requires_grad and "ce_pred" in loss.terms
+        self.moved.append(not torch.equal(ctx.model.backbone.convs[0].weight, step.extras["before"]))
+        self.steps.append(ctx.t)
+
+
+@pytest.fixture
+def counter(monkeypatch):
+    made = []
+    monkeypatch.setattr(run_module, "make_approach", lambda cfg: made.append(StepCounter(cfg)) or made[-1])
+    return made
+
+
+def test_after_step_runs_once_per_training_batch_after_the_update(counter):
+    cfg = ExperimentConfig.from_dict({"data.dataset": "digits", "data.num_tasks": 2, "train.nepochs": 1,
+                                      "train.warmup_nepochs": 1, "run.device": "cpu", "approach": "finetuning",
+                                      "train.batch_size": 128})
+    list(run(cfg))
+    a = counter[0]
+    assert a.losses == len(a.steps) > 0          # one per training batch; the warm-up uses warmup_loss
+    assert a.steps == sorted(a.steps) and set(a.steps) == {0, 1}
+    assert all(a.moved)                          # the optimizer step happened before the hook
