@@ -100,9 +100,12 @@ class LossConfig:
 
 @dataclass
 class MemoryConfig:
+    """FACIL's exemplar budget; ``selection`` left unset is the approach's own (``herding`` for iCaRL,
+    else ``random`` as in FACIL)."""
+
     num_exemplars: int = 0
     num_exemplars_per_class: int = 0
-    selection: str = "random"
+    selection: str | None = None
 
 
 @dataclass
@@ -155,6 +158,8 @@ class _CoreConfig:
         spec = SPECS.get(self.approach)
         if spec is None:
             return  # reported by _validate
+        if self.memory.selection is None:
+            self.memory.selection = spec.selection
         problems = []
         for name in LOSS_PRESET_KEYS:
             value = getattr(self.loss, name)
@@ -374,7 +379,8 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
     choice("approach", cfg.approach, APPROACHES)
     choice("data.dataset", d.dataset, DATASETS)
     choice("model.network", cfg.model.network, NETWORKS)
-    choice("memory.selection", m.selection, SELECTIONS)
+    if m.selection is not None:  # None only when the approach is unknown (reported above)
+        choice("memory.selection", m.selection, SELECTIONS)
     positive("data.num_tasks", d.num_tasks)
     positive("data.nc_first_task", d.nc_first_task)
     positive("data.image_size", d.image_size)
@@ -415,6 +421,10 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
                 choice(key, value, check)
             elif check == ">=1" and value < 1:
                 p.append(f"{key} = {value!r} is not valid: must be >= 1")
+            elif check == "[0,1]" and not 0 <= value <= 1:
+                p.append(f"{key} = {value!r} is not valid: must be in [0, 1]")
+            elif check == "-1|>=0" and value != -1 and not value >= 0:
+                p.append(f"{key} = {value!r} is not valid: must be -1 or >= 0")
             elif check in (">=0", ">0"):
                 positive(key, value, allow_zero=check == ">=0")
     positive("memory.num_exemplars", m.num_exemplars, allow_zero=True)
@@ -422,6 +432,10 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
     if m.num_exemplars > 0 and m.num_exemplars_per_class > 0:
         p.append(f"memory.num_exemplars = {m.num_exemplars} and memory.num_exemplars_per_class = "
                  f"{m.num_exemplars_per_class} cannot both be set: choose a total or a per-class budget")
+    spec = SPECS.get(cfg.approach)
+    if spec is not None and spec.needs_exemplars and m.num_exemplars <= 0 and m.num_exemplars_per_class <= 0:
+        p.append(f"approach {cfg.approach!r} needs exemplars: set memory.num_exemplars or "
+                 "memory.num_exemplars_per_class (FACIL's --num-exemplars / --num-exemplars-per-class) > 0")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.run.device):
         p.append(f"run.device = {cfg.run.device!r} is not valid: use auto, cpu, mps, cuda or cuda:N")
     if not 0 <= cfg.run.seed < 2**32:

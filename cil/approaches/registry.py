@@ -10,7 +10,8 @@ through the ``flag`` metadata, CLI flags.
 
 Field metadata understood by ``cil.config`` and ``cil.cli``:
 
-- ``check``: ``">=0"``, ``">0"``, ``">=1"`` (a number's range) or a tuple of valid strings;
+- ``check``: ``">=0"``, ``">0"``, ``">=1"``, ``"[0,1]"`` (a number's range), ``"-1|>=0"`` (-1 as a
+  sentinel, e.g. "adaptive" or "all", else >= 0) or a tuple of valid strings;
 - ``flag``: the FACIL command-line flag that sets the key (``"--lamb-mr"``); with ``sets`` the flag
   takes no value and stores ``sets`` (FACIL's ``--remove-less-forget`` stores ``False``).
 """
@@ -60,6 +61,10 @@ class ApproachSpec:
     loss: Mapping[str, float]
     section: str | None = None
     doc: str = ""
+    #: the run is refused without an exemplar budget (FACIL asserts it for BiC, IL2M, ...)
+    needs_exemplars: bool = False
+    #: ``memory.selection`` when the config leaves it unset
+    selection: str = "random"
 
 
 def _weights(w_joint: float, w_task: float, w_bce_kd: float, w_bce_pred: float) -> dict[str, float]:
