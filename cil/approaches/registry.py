@@ -43,8 +43,15 @@ class LucirSection:
     adapt_lamb: bool = field(default=True, metadata={"flag": "--remove-adapt-lamda", "sets": False})
 
 
+@dataclass
+class ICaRLSection:
+    """iCaRL (Rebuffi et al. 2017) with FACIL's default: ``lamb`` weighs the distillation BCE."""
+
+    lamb: float = field(default=1.0, metadata={"check": ">=0", "flag": "--lamb"})
+
+
 #: section name -> its dataclass (the declared defaults are the approach's defaults)
-SECTIONS: dict[str, type] = {"lucir": LucirSection}
+SECTIONS: dict[str, type] = {"lucir": LucirSection, "icarl": ICaRLSection}
 
 
 # ---- approaches --------------------------------------------------------------------------------------
@@ -104,6 +111,8 @@ _SPECS = [
                  doc="less-forget + BCE-KD + BCE-pred over all heads"),
     ApproachSpec("lucir-bsr", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0.1, 1, 0), "lucir",
                  doc="less-forget + task-wise KD + BCE-KD"),
+    ApproachSpec("icarl", "cil.approaches.icarl:ICaRL", {}, "icarl", selection="herding",
+                 doc="FACIL's iCaRL: BCE distillation, herding, nearest-mean-of-exemplars"),
 ]
 
 SPECS: Mapping[str, ApproachSpec] = MappingProxyType({s.name: s for s in _SPECS})
