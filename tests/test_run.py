@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cil import ExperimentConfig, run
-from cil.approaches import APPROACHES
+from cil.approaches import APPROACHES, SPECS
 from cil.results import write_task
 
 FAST = {"data.dataset": "digits", "data.num_tasks": 5, "model.network": "convnet", "train.nepochs": 4,
@@ -54,7 +54,8 @@ def test_rows_follow_schema(finetuning_and_joint):
 
 @pytest.mark.parametrize("approach", [a for a in APPROACHES if a not in ("finetuning", "joint")])
 def test_every_approach_runs(approach):
-    cfg = _cfg(approach=approach, **{"data.num_tasks": 3, "train.nepochs": 2})
+    memory = {"memory.num_exemplars": 30} if SPECS[approach].needs_exemplars else {}
+    cfg = _cfg(approach=approach, **{"data.num_tasks": 3, "train.nepochs": 2} | memory)
     df, heads, last = _rows(cfg)
     assert len(df) == 6 and last.metrics["avg_acc_taw"] > 0.5
     assert set(heads["head"]) == {0, 1, 2}

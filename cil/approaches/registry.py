@@ -50,8 +50,21 @@ class ICaRLSection:
     lamb: float = field(default=1.0, metadata={"check": ">=0", "flag": "--lamb"})
 
 
+@dataclass
+class BiCSection:
+    """BiC (Wu et al. 2019) with FACIL's defaults: ``lamb`` -1 is the paper's adaptive
+    n_old / n_seen (the cross-entropy then weighs 1 - lamb); ``val_exemplar_percentage`` of each class's
+    exemplar quota is held out to train the new task's bias layer for ``num_bias_epochs`` epochs."""
+
+    lamb: float = field(default=-1.0, metadata={"check": "-1|>=0", "flag": "--lamb"})
+    T: float = field(default=2.0, metadata={"check": ">0", "flag": "--T"})
+    val_exemplar_percentage: float = field(default=0.1, metadata={"check": "[0,1]",
+                                                                  "flag": "--val-exemplar-percentage"})
+    num_bias_epochs: int = field(default=200, metadata={"check": ">=0", "flag": "--num-bias-epochs"})
+
+
 #: section name -> its dataclass (the declared defaults are the approach's defaults)
-SECTIONS: dict[str, type] = {"lucir": LucirSection, "icarl": ICaRLSection}
+SECTIONS: dict[str, type] = {"lucir": LucirSection, "icarl": ICaRLSection, "bic": BiCSection}
 
 
 # ---- approaches --------------------------------------------------------------------------------------
@@ -113,6 +126,8 @@ _SPECS = [
                  doc="less-forget + task-wise KD + BCE-KD"),
     ApproachSpec("icarl", "cil.approaches.icarl:ICaRL", {}, "icarl", selection="herding",
                  doc="FACIL's iCaRL: BCE distillation, herding, nearest-mean-of-exemplars"),
+    ApproachSpec("bic", "cil.approaches.bic:BiC", {}, "bic", needs_exemplars=True,
+                 doc="FACIL's BiC: distillation, then a bias layer per task trained on held-out exemplars"),
 ]
 
 SPECS: Mapping[str, ApproachSpec] = MappingProxyType({s.name: s for s in _SPECS})
