@@ -128,6 +128,8 @@ _SPECS = [
                  doc="FACIL's iCaRL: BCE distillation, herding, nearest-mean-of-exemplars"),
     ApproachSpec("bic", "cil.approaches.bic:BiC", {}, "bic", needs_exemplars=True,
                  doc="FACIL's BiC: distillation, then a bias layer per task trained on held-out exemplars"),
+    ApproachSpec("il2m", "cil.approaches.il2m:IL2M", {}, needs_exemplars=True,
+                 doc="FACIL's IL2M: finetuning with exemplars, class-statistics rectification at evaluation"),
 ]
 
 SPECS: Mapping[str, ApproachSpec] = MappingProxyType({s.name: s for s in _SPECS})
