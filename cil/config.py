@@ -323,9 +323,11 @@ _LEAVES, _SECTIONS, _HINTS = _collect_leaves()
 
 
 def _unknown_key_message(key: str) -> str:
-    close = difflib.get_close_matches(key, list(_LEAVES), n=3, cutoff=0.5)
-    if not close:  # a misplaced leaf ("lamb" for "loss.lamb")
-        close = [k for k in _LEAVES if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+    same_leaf = [k for k in _LEAVES if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+    if "." in key or not same_leaf:
+        close = difflib.get_close_matches(key, list(_LEAVES), n=3, cutoff=0.5) or same_leaf
+    else:  # a leaf without its section ("lamb"): every section that has it, in declaration order
+        close = same_leaf
     if close:
         return f"unknown config key {key!r}; did you mean {', '.join(repr(c) for c in close)}?"
     return f"unknown config key {key!r} (valid keys: {', '.join(_LEAVES)})"

@@ -5,10 +5,10 @@ from types import SimpleNamespace
 import pandas as pd
 import torch
 
-from cil import ExperimentConfig, run
 from cil.approaches.base import Step
 from cil.approaches.il2m import IL2M
-from cil.run import Experiment
+from cil.config import ExperimentConfig
+from cil.run import Experiment, run
 
 FAST = {"approach": "il2m", "data.dataset": "digits", "data.num_tasks": 3, "model.network": "convnet",
         "train.nepochs": 1, "memory.num_exemplars": 30, "run.device": "cpu"}

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from cil import ExperimentConfig, run
 from cil.approaches import APPROACHES, SPECS
+from cil.config import ExperimentConfig
 from cil.results import write_task
+from cil.run import run
 
 FAST = {"data.dataset": "digits", "data.num_tasks": 5, "model.network": "convnet", "train.nepochs": 4,
         "train.lr_patience": 2, "run.device": "cpu"}

@@ -76,9 +76,9 @@ class BiC(Approach):
     # ---- the split of the exemplars ------------------------------------------------------------------
     def before_task(self, ctx: TaskContext) -> None:
         """Task t's bias layer (identity), and the held-out set of every class seen after task t."""
-        t = ctx.t
-        self.alpha = torch.cat([self.alpha[:t], torch.ones(1)])
-        self.beta = torch.cat([self.beta[:t], torch.zeros(1)])
+        t, dev = ctx.t, ctx.device
+        self.alpha = torch.cat([self.alpha[:t].to(dev), torch.ones(1, device=dev)])  # kept on the device:
+        self.beta = torch.cat([self.beta[:t].to(dev), torch.zeros(1, device=dev)])  # no copy per batch
         num_seen = ctx.offset + ctx.num_new_classes
         held, _ = exemplar_quotas(ctx.memory, num_seen, ctx.cfg.bic.val_exemplar_percentage)
         x, y = ctx.task_data("train")
@@ -175,7 +175,7 @@ class BiC(Approach):
         return {"bic": apply_bias(step.logits, self.alpha, self.beta), "heads": step.logits}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"alpha": self.alpha.clone(), "beta": self.beta.clone(),
+        return {"alpha": self.alpha.detach().cpu().clone(), "beta": self.beta.detach().cpu().clone(),
                 "held_x": self.held_x.detach().cpu().clone(), "held_y": self.held_y.detach().cpu().clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -42,6 +42,7 @@ class IL2M(Approach):
         self.init_means = torch.zeros(0, dtype=torch.float64)     # [classes seen]
         self.current_means = torch.zeros(0, dtype=torch.float64)  # [old classes of the last task]
         self.confidence = torch.zeros(0, dtype=torch.float64)     # [tasks seen]
+        self._factors: tuple[tuple, Tensor] | None = None  # (heads, device) -> factors on that device
 
     @torch.inference_mode()
     def after_fit(self, ctx: TaskContext) -> None:
@@ -64,6 +65,7 @@ class IL2M(Approach):
         self.init_means = torch.cat([self.init_means[:offset], means[offset:]])
         self.current_means = means[:offset]
         self.confidence = torch.cat([self.confidence[: ctx.t], (top[0] / top[1]).cpu().view(1)])
+        self._factors = None
 
     def factors(self, task_cls: list[int]) -> Tensor:
         """The rectification factor of every old class (the classes before the last task)."""
@@ -76,7 +78,10 @@ class IL2M(Approach):
         task_cls = list(ctx.model.task_cls)
         if len(task_cls) == 1:
             return {"il2m": step.logits, "heads": step.logits}
-        rectified = rectify(torch.cat(step.logits, dim=1).float(), self.factors(task_cls))
+        key = (tuple(task_cls), step.logits[0].device)
+        if self._factors is None or self._factors[0] != key:  # once per evaluation, not per batch
+            self._factors = (key, self.factors(task_cls).to(key[1], torch.float32))
+        rectified = rectify(torch.cat(step.logits, dim=1).float(), self._factors[1])
         return {"il2m": (step.logits, list(rectified.split(task_cls, dim=1))), "heads": step.logits}
 
     def state_dict(self) -> dict[str, Any]:
@@ -87,3 +92,4 @@ class IL2M(Approach):
         self.init_means = state["init_means"].clone()
         self.current_means = state["current_means"].clone()
         self.confidence = state["confidence"].clone()
+        self._factors = None
