@@ -110,9 +110,12 @@ class LossConfig:
 
 @dataclass
 class MemoryConfig:
+    """FACIL's exemplar budget; ``selection`` left unset is the approach's own (``herding`` for iCaRL,
+    else ``random`` as in FACIL)."""
+
     num_exemplars: int = 0
     num_exemplars_per_class: int = 0
-    selection: str = "random"
+    selection: str | None = None
 
 
 @dataclass
@@ -167,6 +170,8 @@ class _CoreConfig:
         spec = SPECS.get(self.approach)
         if spec is None:
             return  # reported by _validate
+        if self.memory.selection is None:
+            self.memory.selection = spec.selection
         problems = []
         for name in LOSS_PRESET_KEYS:
             value = getattr(self.loss, name)
@@ -331,9 +336,9 @@ _LEAVES, _SECTIONS, _HINTS = _collect_leaves()
 
 def _unknown_key_message(key: str) -> str:
     same_leaf = [k for k in _LEAVES if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
-    # a leaf without its section ("lamb": loss.lamb, ewc.lamb, ...) lists every section that has it
-    close = (same_leaf if "." not in key else []) or difflib.get_close_matches(key, list(_LEAVES), n=3, cutoff=0.5)
-    if not close:  # a misplaced leaf
+    if "." in key or not same_leaf:
+        close = difflib.get_close_matches(key, list(_LEAVES), n=3, cutoff=0.5) or same_leaf
+    else:  # a leaf without its section ("lamb"): every section that has it, in declaration order
         close = same_leaf
     if close:
         return f"unknown config key {key!r}; did you mean {', '.join(repr(c) for c in close)}?"
@@ -417,7 +422,8 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
     if cfg.model.network is not None or _dataset_base(d.dataset) in DEFAULT_NETWORKS:
         choice("model.network", cfg.model.network, NETWORKS)
     choice("data.augment", d.augment, AUGMENT_MODES)
-    choice("memory.selection", m.selection, SELECTIONS)
+    if m.selection is not None:  # None only when the approach is unknown (reported above)
+        choice("memory.selection", m.selection, SELECTIONS)
     positive("data.num_tasks", d.num_tasks)
     positive("data.nc_first_task", d.nc_first_task)
     positive("data.image_size", d.image_size)
@@ -461,6 +467,10 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
                 choice(key, value, check)
             elif check == ">=1" and value < 1:
                 p.append(f"{key} = {value!r} is not valid: must be >= 1")
+            elif check == "[0,1]" and not 0 <= value <= 1:
+                p.append(f"{key} = {value!r} is not valid: must be in [0, 1]")
+            elif check == "-1|>=0" and value != -1 and not value >= 0:
+                p.append(f"{key} = {value!r} is not valid: must be -1 or >= 0")
             elif check in (">=0", ">0"):
                 positive(key, value, allow_zero=check == ">=0")
     positive("memory.num_exemplars", m.num_exemplars, allow_zero=True)
@@ -468,6 +478,10 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
     if m.num_exemplars > 0 and m.num_exemplars_per_class > 0:
         p.append(f"memory.num_exemplars = {m.num_exemplars} and memory.num_exemplars_per_class = "
                  f"{m.num_exemplars_per_class} cannot both be set: choose a total or a per-class budget")
+    spec = SPECS.get(cfg.approach)
+    if spec is not None and spec.needs_exemplars and m.num_exemplars <= 0 and m.num_exemplars_per_class <= 0:
+        p.append(f"approach {cfg.approach!r} needs exemplars: set memory.num_exemplars or "
+                 "memory.num_exemplars_per_class (FACIL's --num-exemplars / --num-exemplars-per-class) > 0")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.run.device):
         p.append(f"run.device = {cfg.run.device!r} is not valid: use auto, cpu, mps, cuda or cuda:N")
     if not 0 <= cfg.run.seed < 2**32:

@@ -152,7 +152,8 @@ class ExemplarMemory:
     # -- selection ------------------------------------------------------------------------------------
 
     def update(self, model: nn.Module, x: Tensor, y: Tensor, *, transform: Callable[[Tensor], Tensor],
-               device: torch.device, generator: torch.Generator, batch_size: int = 256) -> None:
+               device: torch.device, generator: torch.Generator, batch_size: int = 256,
+               quota: int | None = None) -> None:
         """Re-select the memory after training a task.
 
         ``x``/``y``: that task's training images (uint8 ``[N, C, H, W]``) and global labels, *without*
@@ -160,7 +161,8 @@ class ExemplarMemory:
         ``device`` to the model's normalised float input. ``model`` is an
         :class:`~cil.networks.IncrementalNet` (or anything with its ``forward(x, return_features=False)``);
         it is run in eval mode under ``torch.inference_mode`` and every module's training flag is
-        restored afterwards. Only ``random`` draws from ``generator``.
+        restored afterwards. Only ``random`` draws from ``generator``. ``quota`` replaces the per-class
+        number the budget gives (BiC keeps part of its budget apart, as a held-out set).
         """
         if not self.enabled:
             return
@@ -176,7 +178,10 @@ class ExemplarMemory:
         n_mem = mem_x.shape[0]
         labels = torch.cat([self.y.cpu(), y.detach().cpu().long()])
         classes = torch.unique(labels)  # sorted
-        quota = self.per_class_quota(len(classes))
+        if quota is None:
+            quota = self.per_class_quota(len(classes))
+        elif isinstance(quota, bool) or not isinstance(quota, int) or quota < 0:
+            raise ValueError(f"quota must be an integer >= 0 or None, got {quota!r}")
 
         scores = None
         if self.selection != "random":

@@ -41,6 +41,8 @@ class TaskResult:
     acc_taw: np.ndarray = field(repr=False)
     acc_tag: np.ndarray = field(repr=False)
     fit: FitReport | None = field(default=None, repr=False)
+    #: the accuracy matrices of an approach's other score sets, by column name (``acc_taw_heads``)
+    acc_other: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 class DeviceScenario:
@@ -156,6 +158,7 @@ def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
     T = exp.scenario.num_tasks
     acc_taw = np.zeros((T, T))
     acc_tag = np.zeros((T, T))
+    acc_other: dict[str, np.ndarray] = {}  # column name -> matrix, for an approach's other score sets
     seconds: list[float] = []
     start_task = 0
     if state is not None:
@@ -167,6 +170,9 @@ def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
         exp.approach.load_state_dict(state["approach"])
         acc_taw[:start_task] = np.asarray(state["acc_taw"], dtype=float)
         acc_tag[:start_task] = np.asarray(state["acc_tag"], dtype=float)
+        for column, rows in state.get("acc_other", {}).items():
+            acc_other[column] = np.zeros((T, T))
+            acc_other[column][:start_task] = np.asarray(rows, dtype=float)
         seconds = [float(s) for s in state["train_seconds"]]
 
     flat = cfg.to_flat()
@@ -176,16 +182,22 @@ def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
         report = exp.train_task(ctx)
         seconds.append(report.seconds)
         eval_start = time.perf_counter()
-        taw, tag = exp.trainer.evaluate(exp.approach, ctx, tests[: t + 1])
+        named = exp.trainer.evaluate_named(exp.approach, ctx, tests[: t + 1])
+        (taw, tag), *others = named.values()
         acc_taw[t, : t + 1], acc_tag[t, : t + 1] = taw, tag
+        for name, (taw, tag) in zip(list(named)[1:], others, strict=True):
+            for column, values in ((f"acc_taw_{name}", taw), (f"acc_tag_{name}", tag)):
+                acc_other.setdefault(column, np.zeros((T, T)))[t, : t + 1] = values
         del ctx  # the old model goes with it
-        result = _task_result(cfg, flat, exp, t, acc_taw, acc_tag, seconds, time.perf_counter() - eval_start)
+        result = _task_result(cfg, flat, exp, t, acc_taw, acc_tag, acc_other, seconds,
+                              time.perf_counter() - eval_start)
         result.fit = report
         yield result
 
 
 def _task_result(cfg: ExperimentConfig, flat: dict[str, Any], exp: Experiment, t: int, acc_taw: np.ndarray,
-                 acc_tag: np.ndarray, seconds: list[float], eval_seconds: float) -> TaskResult:
+                 acc_tag: np.ndarray, acc_other: dict[str, np.ndarray], seconds: list[float],
+                 eval_seconds: float) -> TaskResult:
     forg_taw, forg_tag = metrics.forgetting(acc_taw[: t + 1, : t + 1]), metrics.forgetting(acc_tag[: t + 1, : t + 1])
     classes_seen = sum(n for _, n in exp.scenario.taskcla[: t + 1])
     ident = {"approach": cfg.approach, "seed": cfg.run.seed}
@@ -193,7 +205,8 @@ def _task_result(cfg: ExperimentConfig, flat: dict[str, Any], exp: Experiment, t
                       "network": cfg.model.network, "task": t, "classes_seen": classes_seen,
                       "train_seconds": seconds[t]}
     task_rows = [common | {"eval_task": u, "acc_taw": float(acc_taw[t, u]), "acc_tag": float(acc_tag[t, u]),
-                           "forg_taw": float(forg_taw[t, u]), "forg_tag": float(forg_tag[t, u])} | flat
+                           "forg_taw": float(forg_taw[t, u]), "forg_tag": float(forg_tag[t, u])}
+                 | {column: float(mat[t, u]) for column, mat in acc_other.items()} | flat
                  for u in range(t + 1)]
     head_rows = [ident | {"task": t, "head": h, "weight_norm": float(norm), "bias_mean": float(bias)}
                  for h, (norm, bias) in enumerate(exp.model.head_stats())]
@@ -211,7 +224,9 @@ def _task_result(cfg: ExperimentConfig, flat: dict[str, Any], exp: Experiment, t
         "memory": exp.memory.state_dict(),
         "approach": exp.approach.state_dict(),
         "acc_taw": acc_taw[: t + 1].tolist(), "acc_tag": acc_tag[: t + 1].tolist(),
+        "acc_other": {column: mat[: t + 1].tolist() for column, mat in acc_other.items()},
         "train_seconds": list(seconds),
     }
     return TaskResult(task=t, task_rows=task_rows, head_rows=head_rows, metrics=summary, state=state,
-                      acc_taw=acc_taw.copy(), acc_tag=acc_tag.copy())
+                      acc_taw=acc_taw.copy(), acc_tag=acc_tag.copy(),
+                      acc_other={column: mat.copy() for column, mat in acc_other.items()})

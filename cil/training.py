@@ -231,28 +231,40 @@ class Trainer:
                 _check_finite(ctx.t, epoch + 1, {f"warmup {k}": v for k, v in means.items()}, 0.0)
 
     # ---- evaluation ------------------------------------------------------------------------------
-    @torch.inference_mode()
     def evaluate(self, approach: Approach, ctx: TaskContext, tests: list[Split]) -> tuple[list[float], list[float]]:
         """Task-aware and task-agnostic accuracy on each given task's test set from the approach's
-        evaluation scores (one host read)."""
+        evaluation scores (its first score set when it returns several)."""
+        return next(iter(self.evaluate_named(approach, ctx, tests).values()))
+
+    @torch.inference_mode()
+    def evaluate_named(self, approach: Approach, ctx: TaskContext, tests: list[Split]
+                       ) -> dict[str, tuple[list[float], list[float]]]:
+        """Per score set of ``approach.eval_scores`` (``""`` when it returns one plain list), the
+        task-aware and task-agnostic accuracy on each given task's test set, in the approach's order
+        (one host read)."""
         ctx.model.eval()
-        counts = []
+        counts: list[dict[str, torch.Tensor]] = []
         offsets = ctx.model.task_offsets
         for u, (x, y) in enumerate(tests):
-            taw = torch.zeros((), dtype=torch.long, device=self.device)
-            tag = torch.zeros((), dtype=torch.long, device=self.device)
+            hits: dict[str, torch.Tensor] = {}
             for idx in self.batches(len(y), None):
                 with self.autocast():
                     step = approach.forward(ctx, self.inputs(x[idx]), y[idx], "test")
                     scores = approach.eval_scores(ctx, step)
-                a, b = task_accuracies([s.float() for s in scores], y[idx], offsets, u)
-                taw += a
-                tag += b
-            counts.append(torch.stack([taw, tag]))
-        values = torch.stack(counts).cpu().tolist()
+                for name, s in (scores.items() if isinstance(scores, dict) else [("", scores)]):
+                    taw_scores, tag_scores = s if isinstance(s, tuple) else (s, s)
+                    taw, tag = task_accuracies([v.float() for v in taw_scores], y[idx], offsets, u)
+                    if tag_scores is not taw_scores:
+                        tag = task_accuracies([v.float() for v in tag_scores], y[idx], offsets, u)[1]
+                    pair = torch.stack([taw, tag])
+                    hits[name] = hits[name] + pair if name in hits else pair
+            counts.append(hits)
+        names = list(dict.fromkeys(n for c in counts for n in c)) or [""]
+        zero = torch.zeros(2, dtype=torch.long, device=self.device)
+        values = torch.stack([torch.stack([c.get(n, zero) for n in names]) for c in counts]).cpu().tolist()
         sizes = [max(len(y), 1) for _, y in tests]
-        return ([c[0] / n for c, n in zip(values, sizes, strict=True)],
-                [c[1] / n for c, n in zip(values, sizes, strict=True)])
+        return {n: ([v[i][0] / size for v, size in zip(values, sizes, strict=True)],
+                    [v[i][1] / size for v, size in zip(values, sizes, strict=True)]) for i, n in enumerate(names)}
 
 
 def _check_finite(task: int, epoch: int, means: dict[str, float], val_loss: float) -> None:

@@ -18,15 +18,16 @@ def test_round_trip_nested_and_dotted():
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_presets_fill_unset_weights_and_overrides_win(name):
-    cfg = ExperimentConfig(approach=name)
+    memory = {"memory.num_exemplars": 20} if SPECS[name].needs_exemplars else {}
+    cfg = ExperimentConfig.from_dict({"approach": name} | memory)
     for key, value in SPECS[name].loss.items():
         assert getattr(cfg.loss, key) == value
-    if "w_task" in SPECS[name].loss:
-        over = ExperimentConfig.from_dict({"approach": name, "loss.w_task": 0.25})
-        assert over.loss.w_task == 0.25
-    else:  # an approach outside the loss family (e.g. ewc) refuses its keys
+    if "w_task" not in SPECS[name].loss:  # an approach outside the loss family refuses its keys
         with pytest.raises(ConfigError, match="loss.w_task = 0.25 is set but approach"):
-            ExperimentConfig.from_dict({"approach": name, "loss.w_task": 0.25})
+            ExperimentConfig.from_dict({"approach": name, "loss.w_task": 0.25} | memory)
+        return
+    over = ExperimentConfig.from_dict({"approach": name, "loss.w_task": 0.25} | memory)
+    assert over.loss.w_task == 0.25
 
 
 def test_baselines_have_no_distillation():

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 Phase = Literal["train", "val", "test"]
 Split = tuple[Tensor, Tensor]
+#: one score tensor ``[batch, classes of head u]`` per head u
+Scores = list[Tensor]
 
 
 def task_seed(seed: int, task: int, stream: int) -> int:
@@ -225,8 +227,15 @@ class Approach:
         """After the exemplars are chosen: e.g. iCaRL's class means."""
 
     # ---- evaluation ------------------------------------------------------------------------------------
-    def eval_scores(self, ctx: TaskContext, step: Step) -> list[Tensor]:
-        """Per-head class scores for TAw/TAg accuracy (argmax within a head / over all heads)."""
+    def eval_scores(self, ctx: TaskContext, step: Step) -> Scores | dict[str, Scores | tuple[Scores, Scores]]:
+        """Per-head class scores for TAw/TAg accuracy (argmax within a head / over all heads).
+
+        An approach with more than one classifier returns them by name, its own first (iCaRL:
+        ``{"nme": ..., "heads": ...}``): the first gives ``acc_taw``/``acc_tag``, each other one ``name``
+        gives ``acc_taw_<name>``/``acc_tag_<name>``. A pair ``(taw_scores, tag_scores)`` in place of one
+        score list scores the task-aware and the task-agnostic prediction apart (IL2M rectifies only
+        the latter).
+        """
         return step.logits
 
     # ---- resumable state -------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ through the ``flag`` metadata, CLI flags.
 
 Field metadata understood by ``cil.config`` and ``cil.cli``:
 
-- ``check``: ``">=0"``, ``">0"``, ``">=1"`` (a number's range), a tuple of valid strings, or a
-  function of the value that returns what is wrong with it (``None`` when it is valid);
+- ``check``: ``">=0"``, ``">0"``, ``">=1"``, ``"[0,1]"`` (a number's range), ``"-1|>=0"`` (-1 as a
+  sentinel, e.g. "adaptive" or "all", else >= 0), a tuple of valid strings, or a function of the
+  value that returns what is wrong with it (``None`` when it is valid);
 - ``flag``: the FACIL command-line flag that sets the key (``"--lamb-mr"``); with ``sets`` the flag
   takes no value and stores ``sets`` (FACIL's ``--remove-less-forget`` stores ``False``).
 """
@@ -101,9 +102,30 @@ class RWalkSection:
     facil_path_loss: bool = False
 
 
+@dataclass
+class ICaRLSection:
+    """iCaRL (Rebuffi et al. 2017) with FACIL's default: ``lamb`` weighs the distillation BCE."""
+
+    lamb: float = field(default=1.0, metadata={"check": ">=0", "flag": "--lamb"})
+
+
+@dataclass
+class BiCSection:
+    """BiC (Wu et al. 2019) with FACIL's defaults: ``lamb`` -1 is the paper's adaptive
+    n_old / n_seen (the cross-entropy then weighs 1 - lamb); ``val_exemplar_percentage`` of each class's
+    exemplar quota is held out to train the new task's bias layer for ``num_bias_epochs`` epochs."""
+
+    lamb: float = field(default=-1.0, metadata={"check": "-1|>=0", "flag": "--lamb"})
+    T: float = field(default=2.0, metadata={"check": ">0", "flag": "--T"})
+    val_exemplar_percentage: float = field(default=0.1, metadata={"check": "[0,1]",
+                                                                  "flag": "--val-exemplar-percentage"})
+    num_bias_epochs: int = field(default=200, metadata={"check": ">=0", "flag": "--num-bias-epochs"})
+
+
 #: section name -> its dataclass (the declared defaults are the approach's defaults)
 SECTIONS: dict[str, type] = {"lucir": LucirSection, "ewc": EwcSection, "mas": MasSection,
-                             "path_integral": PathIntegralSection, "r_walk": RWalkSection}
+                             "path_integral": PathIntegralSection, "r_walk": RWalkSection,
+                             "icarl": ICaRLSection, "bic": BiCSection}
 
 
 # ---- approaches --------------------------------------------------------------------------------------
@@ -120,6 +142,10 @@ class ApproachSpec:
     loss: Mapping[str, float]
     section: str | None = None
     doc: str = ""
+    #: the run is refused without an exemplar budget (FACIL asserts it for BiC, IL2M, ...)
+    needs_exemplars: bool = False
+    #: ``memory.selection`` when the config leaves it unset
+    selection: str = "random"
 
 
 def _weights(w_joint: float, w_task: float, w_bce_kd: float, w_bce_pred: float) -> dict[str, float]:
@@ -167,6 +193,12 @@ _SPECS = [
                  doc="quadratic penalty weighted by each parameter's share of the loss decrease"),
     ApproachSpec("r_walk", "cil.approaches.r_walk:RWalk", {}, "r_walk",
                  doc="quadratic penalty weighted by Fisher plus path scores"),
+    ApproachSpec("icarl", "cil.approaches.icarl:ICaRL", {}, "icarl", selection="herding",
+                 doc="FACIL's iCaRL: BCE distillation, herding, nearest-mean-of-exemplars"),
+    ApproachSpec("bic", "cil.approaches.bic:BiC", {}, "bic", needs_exemplars=True,
+                 doc="FACIL's BiC: distillation, then a bias layer per task trained on held-out exemplars"),
+    ApproachSpec("il2m", "cil.approaches.il2m:IL2M", {}, needs_exemplars=True,
+                 doc="FACIL's IL2M: finetuning with exemplars, class-statistics rectification at evaluation"),
 ]
 
 SPECS: Mapping[str, ApproachSpec] = MappingProxyType({s.name: s for s in _SPECS})
