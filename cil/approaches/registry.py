@@ -42,8 +42,22 @@ class LucirSection:
     adapt_lamb: bool = field(default=True, metadata={"flag": "--remove-adapt-lamda", "sets": False})
 
 
+@dataclass
+class LwmSection:
+    """LwM (Dhar et al. 2019) with FACIL's defaults: ``beta`` weighs the distillation of the old heads
+    (the loss family's terms), ``gamma`` the attention distillation between Grad-CAM maps of
+    ``gradcam_layer`` (a backbone module name). ``facil_attention`` reproduces FACIL's attention term:
+    maps from detached hooks (no gradient), each model's own top class over all its heads, and a score
+    averaged over the batch-by-batch block of those classes, unnormalised maps."""
+
+    beta: float = field(default=1.0, metadata={"check": ">=0", "flag": "--beta"})
+    gamma: float = field(default=1.0, metadata={"check": ">=0", "flag": "--gamma"})
+    gradcam_layer: str = field(default="layer3", metadata={"flag": "--gradcam-layer"})
+    facil_attention: bool = False
+
+
 #: section name -> its dataclass (the declared defaults are the approach's defaults)
-SECTIONS: dict[str, type] = {"lucir": LucirSection}
+SECTIONS: dict[str, type] = {"lucir": LucirSection, "lwm": LwmSection}
 
 
 # ---- approaches --------------------------------------------------------------------------------------
@@ -73,6 +87,8 @@ _LWF = {"lamb": 1.0, "T": 2.0}
 # LUCIR's distillation weight is lucir.lamb (adaptive per task); the paper's task-wise term on LUCIR
 # is KD at T = 1 weighted 0.1 (its lucir-sr), so 0.1 is LUCIR's unit of w_task.
 _LUCIR = {"T": 1.0}
+# LwM's distillation weight is lwm.beta; its KD runs at T = 2 as FACIL's (softmax^(1/2) renormalised).
+_LWM = {"T": 2.0}
 
 _SPECS = [
     ApproachSpec("finetuning", "cil.approaches.finetuning:Finetuning", _NO_DISTILLATION,
@@ -87,6 +103,18 @@ _SPECS = [
     ApproachSpec("lwf-br", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 0), doc="KD + BCE-KD"),
     ApproachSpec("lwf-br2", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 1), doc="KD + BCE-KD + BCE-pred"),
     ApproachSpec("lwf-bsr", "cil.approaches.lwf:LwF", _LWF | _weights(1, 1, 0.5, 0), doc="KD + task-wise + BCE-KD"),
+    ApproachSpec("lwm", "cil.approaches.lwm:LwM", _LWM | _weights(1, 0, 0, 0), "lwm",
+                 doc="LwF's KD + Grad-CAM attention distillation"),
+    ApproachSpec("lwm-s", "cil.approaches.lwm:LwM", _LWM | _weights(0, 1, 0, 0), "lwm",
+                 doc="task-wise KD + attention"),
+    ApproachSpec("lwm-sr", "cil.approaches.lwm:LwM", _LWM | _weights(0.5, 1, 0, 0), "lwm",
+                 doc="joint + task-wise KD + attention"),
+    ApproachSpec("lwm-br", "cil.approaches.lwm:LwM", _LWM | _weights(1, 0, 1, 0), "lwm",
+                 doc="KD + BCE-KD + attention"),
+    ApproachSpec("lwm-br2", "cil.approaches.lwm:LwM", _LWM | _weights(1, 0, 1, 1), "lwm",
+                 doc="KD + BCE-KD + BCE-pred + attention"),
+    ApproachSpec("lwm-bsr", "cil.approaches.lwm:LwM", _LWM | _weights(1, 1, 0.5, 0), "lwm",
+                 doc="KD + task-wise + BCE-KD + attention"),
     ApproachSpec("lucir", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 0, 0), "lucir",
                  doc="FACIL's LUCIR"),
     ApproachSpec("lucir-s", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(0, 0.1, 0, 0), "lucir",
