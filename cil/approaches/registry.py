@@ -56,8 +56,23 @@ class LwmSection:
     facil_attention: bool = False
 
 
+@dataclass
+class EeilSection:
+    """EEIL (Castro et al. 2018) with FACIL's defaults: ``lamb`` weighs the distillation at temperature
+    ``T``; after the training on all data, ``nepochs_finetuning`` epochs on a class-balanced set at
+    ``train.lr * lr_finetuning_factor``; ``noise_grad`` adds FACIL's decaying Gaussian noise to the
+    gradients. ``facil_finetuning`` reproduces FACIL's stages (see cil.approaches.eeil)."""
+
+    lamb: float = field(default=1.0, metadata={"check": ">=0", "flag": "--lamb"})
+    T: float = field(default=2.0, metadata={"check": ">0", "flag": "--T"})
+    lr_finetuning_factor: float = field(default=0.01, metadata={"check": ">0", "flag": "--lr-finetuning-factor"})
+    nepochs_finetuning: int = field(default=40, metadata={"check": ">=0", "flag": "--nepochs-finetuning"})
+    noise_grad: bool = field(default=False, metadata={"flag": "--noise-grad", "sets": True})
+    facil_finetuning: bool = False
+
+
 #: section name -> its dataclass (the declared defaults are the approach's defaults)
-SECTIONS: dict[str, type] = {"lucir": LucirSection, "lwm": LwmSection}
+SECTIONS: dict[str, type] = {"lucir": LucirSection, "lwm": LwmSection, "eeil": EeilSection}
 
 
 # ---- approaches --------------------------------------------------------------------------------------
@@ -115,6 +130,8 @@ _SPECS = [
                  doc="KD + BCE-KD + BCE-pred + attention"),
     ApproachSpec("lwm-bsr", "cil.approaches.lwm:LwM", _LWM | _weights(1, 1, 0.5, 0), "lwm",
                  doc="KD + task-wise + BCE-KD + attention"),
+    ApproachSpec("eeil", "cil.approaches.eeil:EEIL", {}, "eeil",
+                 doc="distillation, then class-balanced fine-tuning"),
     ApproachSpec("lucir", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 0, 0), "lucir",
                  doc="FACIL's LUCIR"),
     ApproachSpec("lucir-s", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(0, 0.1, 0, 0), "lucir",
