@@ -71,8 +71,21 @@ class EeilSection:
     facil_finetuning: bool = False
 
 
+@dataclass
+class DmcSection:
+    """DMC (Zhang et al. 2020): ``aux_dataset`` is the unlabelled data of the double distillation, any
+    name ``cil.data.load_dataset`` reads (FACIL: ImageNet 32x32; here ``synthetic`` so that small runs
+    need no download), read from ``aux_data_root`` (empty: ``data.data_root``) at the main data set's
+    image size; ``aux_batch_size`` is the batch size of the consolidation stage."""
+
+    aux_dataset: str = field(default="synthetic", metadata={"flag": "--aux-dataset"})
+    aux_batch_size: int = field(default=128, metadata={"check": ">=1", "flag": "--aux-batch-size"})
+    aux_data_root: str = ""
+
+
 #: section name -> its dataclass (the declared defaults are the approach's defaults)
-SECTIONS: dict[str, type] = {"lucir": LucirSection, "lwm": LwmSection, "eeil": EeilSection}
+SECTIONS: dict[str, type] = {"lucir": LucirSection, "lwm": LwmSection, "eeil": EeilSection,
+                             "dmc": DmcSection}
 
 
 # ---- approaches --------------------------------------------------------------------------------------
@@ -132,6 +145,8 @@ _SPECS = [
                  doc="KD + task-wise + BCE-KD + attention"),
     ApproachSpec("eeil", "cil.approaches.eeil:EEIL", {}, "eeil",
                  doc="distillation, then class-balanced fine-tuning"),
+    ApproachSpec("dmc", "cil.approaches.dmc:DMC", {}, "dmc",
+                 doc="a new-task model, then double distillation on auxiliary data"),
     ApproachSpec("lucir", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 0, 0), "lucir",
                  doc="FACIL's LUCIR"),
     ApproachSpec("lucir-s", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(0, 0.1, 0, 0), "lucir",
