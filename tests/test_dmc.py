@@ -11,7 +11,7 @@ import torch
 from cil.approaches.base import task_seed
 from cil.approaches.dmc import DoubleDistillation, match_channels, reinitialise
 from cil.config import ConfigError, ExperimentConfig
-from cil.run import Experiment
+from cil.run import Experiment, run
 from cil.training import frozen_copy
 
 CFG = {"approach": "dmc", "data.dataset": "digits", "data.num_tasks": 2, "model.network": "convnet",
@@ -68,3 +68,15 @@ def test_channels_are_matched():
     rgb = torch.tensor([[[[255]], [[0]], [[0]]]], dtype=torch.uint8)
     assert match_channels(rgb, 1).tolist() == [[[[76]]]]  # 0.299 * 255
     assert match_channels(match_channels(rgb, 1), 3).shape == (1, 3, 1, 1)
+
+
+
+def test_resume_after_task_1_gives_the_uninterrupted_matrices(tmp_path):
+    """The re-initialisation reseeds torch's global generator and the auxiliary data is reloaded: a resumed
+    run still gives the numbers of an uninterrupted one."""
+    cfg = ExperimentConfig.from_dict(CFG | {"data.num_tasks": 3, "train.nepochs": 1})
+    full = list(run(cfg))
+    torch.save(full[1].state, tmp_path / "state.pt")
+    resumed = list(run(cfg, state=torch.load(tmp_path / "state.pt", weights_only=True)))
+    assert [r.task for r in resumed] == [2]
+    assert (resumed[-1].acc_taw == full[-1].acc_taw).all() and (resumed[-1].acc_tag == full[-1].acc_tag).all()

@@ -34,9 +34,12 @@ def _fits(**over):
     return calls, results
 
 
+PUBLISHED = {"train.warmup_nepochs": 1}
+
+
 @pytest.fixture(scope="module")
 def published():
-    return _fits(**{"train.warmup_nepochs": 1})
+    return _fits(**PUBLISHED)
 
 
 def test_balanced_finetuning_stage(published):
@@ -100,3 +103,12 @@ def test_noise_grad_changes_training_deterministically_and_leaves_no_hooks():
     assert not torch.equal(plain.backbone.fc.weight, noisy.backbone.fc.weight)
     assert torch.equal(noisy.backbone.fc.weight, again.backbone.fc.weight)
     assert not any(p._backward_hooks for p in noisy.parameters())
+
+
+def test_resume_after_task_1_gives_the_uninterrupted_matrices(published, tmp_path):
+    results = published[1]
+    torch.save(results[1].state, tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    resumed = list(run(ExperimentConfig.from_dict(CFG | PUBLISHED), state=state))
+    assert [r.task for r in resumed] == [2]
+    assert (resumed[-1].acc_taw == results[-1].acc_taw).all() and (resumed[-1].acc_tag == results[-1].acc_tag).all()
