@@ -74,11 +74,12 @@ class EeilSection:
 @dataclass
 class DmcSection:
     """DMC (Zhang et al. 2020): ``aux_dataset`` is the unlabelled data of the double distillation, any
-    name ``cil.data.load_dataset`` reads (FACIL: ImageNet 32x32; here ``synthetic`` so that small runs
-    need no download), read from ``aux_data_root`` (empty: ``data.data_root``) at the main data set's
+    name ``cil.data.load_dataset`` reads (FACIL: ImageNet 32x32; here 3,000 images of 100 synthetic
+    classes, so that small runs need no download: many classes vary the images more than many samples
+    of few), read from ``aux_data_root`` (empty: ``data.data_root``) at the main data set's
     image size; ``aux_batch_size`` is the batch size of the consolidation stage."""
 
-    aux_dataset: str = field(default="synthetic", metadata={"flag": "--aux-dataset"})
+    aux_dataset: str = field(default="synthetic:classes=100,train=30,test=5", metadata={"flag": "--aux-dataset"})
     aux_batch_size: int = field(default=128, metadata={"check": ">=1", "flag": "--aux-batch-size"})
     aux_data_root: str = ""
 
