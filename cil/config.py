@@ -177,9 +177,8 @@ class _CoreConfig:
             value = getattr(self.loss, name)
             if name not in spec.loss:
                 if value is not None:
-                    hint = f" (its distillation weight is {spec.section}.lamb)" if spec.section else ""
                     problems.append(f"loss.{name} = {value!r} is set but approach {self.approach!r} "
-                                    f"does not use it{hint if name == 'lamb' else ''}")
+                                    f"does not use it{_section_hint(spec.section, name)}")
             elif value is None:
                 setattr(self.loss, name, float(spec.loss[name]))
         for section in SECTIONS:
@@ -269,6 +268,16 @@ class _CoreConfig:
                 raise ConfigError(f"run.device = {self.run.device!r} is not available: this machine has "
                                   f"{count} CUDA device(s); use auto, cpu" + (", cuda:0.." if count else ""))
         return self.run.device
+
+
+def _section_hint(section: str | None, name: str) -> str:
+    """Where an approach with its own section keeps what ``loss.<name>`` would have set."""
+    if section is None:
+        return ""
+    keys = _SECTION_DEFAULTS[section]
+    if name in keys:
+        return f" (use {section}.{name})"
+    return f" (its own keys: {', '.join(f'{section}.{k}' for k in keys)})"
 
 
 def _optional_twin(cls: type) -> type:

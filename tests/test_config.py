@@ -23,7 +23,7 @@ def test_presets_fill_unset_weights_and_overrides_win(name):
     for key, value in SPECS[name].loss.items():
         assert getattr(cfg.loss, key) == value
     if "w_task" not in SPECS[name].loss:  # an approach outside the loss family refuses its keys
-        with pytest.raises(ConfigError, match="loss.w_task = 0.25 is set but approach"):
+        with pytest.raises(ConfigError, match=f"loss.w_task = 0.25 is set but approach '{name}' does not use it"):
             ExperimentConfig.from_dict({"approach": name, "loss.w_task": 0.25} | memory)
         return
     over = ExperimentConfig.from_dict({"approach": name, "loss.w_task": 0.25} | memory)

@@ -24,8 +24,12 @@ class LwF(Approach):
             return [*ctx.model.backbone.parameters(), *ctx.model.heads[ctx.t].parameters()]
         return ctx.model.parameters()
 
+    def distillation_weight(self, ctx: TaskContext) -> float:
+        """The weight of the family's distillation terms: LwF's ``loss.lamb`` (LwM's ``lwm.beta``)."""
+        return ctx.cfg.loss.lamb
+
     def loss(self, ctx: TaskContext, step: Step) -> Loss:
-        w, t = ctx.cfg.loss, ctx.t
+        w, t, lamb = ctx.cfg.loss, ctx.t, self.distillation_weight(ctx)
         ce = self.prediction_loss(ctx, step)
         terms = {"ce_pred": ce}
         loss = ce
@@ -33,9 +37,9 @@ class LwF(Approach):
             # The current head only; with exemplars, old-class samples are negatives for it.
             terms["bce_pred"] = losses.bce_pred(step.logits[t], step.y - ctx.offset)
             loss = loss + w.w_bce_pred * terms["bce_pred"]
-        if t == 0 or step.old_logits is None or not w.lamb:
+        if t == 0 or step.old_logits is None or not lamb:
             return Loss(loss, terms)
         new_old, old = step.logits[:t], step.old_logits[:t]
         distill = losses.family_distillation(new_old, old, "kd_joint", lambda: losses.kd_joint(new_old, old, w.T),
                                              w.w_joint, w.w_task, w.w_bce_kd, w.T, terms)
-        return Loss(loss + w.lamb * distill, terms)
+        return Loss(loss + lamb * distill, terms)

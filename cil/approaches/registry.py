@@ -122,10 +122,53 @@ class BiCSection:
     num_bias_epochs: int = field(default=200, metadata={"check": ">=0", "flag": "--num-bias-epochs"})
 
 
+@dataclass
+class LwmSection:
+    """LwM (Dhar et al. 2019) with FACIL's defaults: ``beta`` weighs the distillation of the old heads
+    (the loss family's terms), ``gamma`` the attention distillation between Grad-CAM maps of
+    ``gradcam_layer`` (a backbone module name). ``facil_attention`` reproduces FACIL's attention term:
+    maps from detached hooks (no gradient), each model's own top class over all its heads, and a score
+    averaged over the batch-by-batch block of those classes, unnormalised maps."""
+
+    beta: float = field(default=1.0, metadata={"check": ">=0", "flag": "--beta"})
+    gamma: float = field(default=1.0, metadata={"check": ">=0", "flag": "--gamma"})
+    gradcam_layer: str = field(default="layer3", metadata={"flag": "--gradcam-layer"})
+    facil_attention: bool = False
+
+
+@dataclass
+class EeilSection:
+    """EEIL (Castro et al. 2018) with FACIL's defaults: ``lamb`` weighs the distillation at temperature
+    ``T``; after the training on all data, ``nepochs_finetuning`` epochs on a class-balanced set at
+    ``train.lr * lr_finetuning_factor``; ``noise_grad`` adds FACIL's decaying Gaussian noise to the
+    gradients. ``facil_finetuning`` reproduces FACIL's stages (see cil.approaches.eeil)."""
+
+    lamb: float = field(default=1.0, metadata={"check": ">=0", "flag": "--lamb"})
+    T: float = field(default=2.0, metadata={"check": ">0", "flag": "--T"})
+    lr_finetuning_factor: float = field(default=0.01, metadata={"check": ">0", "flag": "--lr-finetuning-factor"})
+    nepochs_finetuning: int = field(default=40, metadata={"check": ">=0", "flag": "--nepochs-finetuning"})
+    noise_grad: bool = field(default=False, metadata={"flag": "--noise-grad", "sets": True})
+    facil_finetuning: bool = False
+
+
+@dataclass
+class DmcSection:
+    """DMC (Zhang et al. 2020): ``aux_dataset`` is the unlabelled data of the double distillation, any
+    name ``cil.data.load_dataset`` reads (FACIL: ImageNet 32x32; here 3,000 images of 100 synthetic
+    classes, so that small runs need no download: many classes vary the images more than many samples
+    of few), read from ``aux_data_root`` (empty: ``data.data_root``) at the main data set's
+    image size; ``aux_batch_size`` is the batch size of the consolidation stage."""
+
+    aux_dataset: str = field(default="synthetic:classes=100,train=30,test=5", metadata={"flag": "--aux-dataset"})
+    aux_batch_size: int = field(default=128, metadata={"check": ">=1", "flag": "--aux-batch-size"})
+    aux_data_root: str = ""
+
+
 #: section name -> its dataclass (the declared defaults are the approach's defaults)
 SECTIONS: dict[str, type] = {"lucir": LucirSection, "ewc": EwcSection, "mas": MasSection,
                              "path_integral": PathIntegralSection, "r_walk": RWalkSection,
-                             "icarl": ICaRLSection, "bic": BiCSection}
+                             "icarl": ICaRLSection, "bic": BiCSection, "lwm": LwmSection,
+                             "eeil": EeilSection, "dmc": DmcSection}
 
 
 # ---- approaches --------------------------------------------------------------------------------------
@@ -159,6 +202,8 @@ _LWF = {"lamb": 1.0, "T": 2.0}
 # LUCIR's distillation weight is lucir.lamb (adaptive per task); the paper's task-wise term on LUCIR
 # is KD at T = 1 weighted 0.1 (its lucir-sr), so 0.1 is LUCIR's unit of w_task.
 _LUCIR = {"T": 1.0}
+# LwM's distillation weight is lwm.beta; its KD runs at T = 2 as FACIL's (softmax^(1/2) renormalised).
+_LWM = {"T": 2.0}
 
 _SPECS = [
     ApproachSpec("finetuning", "cil.approaches.finetuning:Finetuning", _NO_DISTILLATION,
@@ -173,6 +218,22 @@ _SPECS = [
     ApproachSpec("lwf-br", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 0), doc="KD + BCE-KD"),
     ApproachSpec("lwf-br2", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 1), doc="KD + BCE-KD + BCE-pred"),
     ApproachSpec("lwf-bsr", "cil.approaches.lwf:LwF", _LWF | _weights(1, 1, 0.5, 0), doc="KD + task-wise + BCE-KD"),
+    ApproachSpec("lwm", "cil.approaches.lwm:LwM", _LWM | _weights(1, 0, 0, 0), "lwm",
+                 doc="LwF's KD + Grad-CAM attention distillation"),
+    ApproachSpec("lwm-s", "cil.approaches.lwm:LwM", _LWM | _weights(0, 1, 0, 0), "lwm",
+                 doc="task-wise KD + attention"),
+    ApproachSpec("lwm-sr", "cil.approaches.lwm:LwM", _LWM | _weights(0.5, 1, 0, 0), "lwm",
+                 doc="joint + task-wise KD + attention"),
+    ApproachSpec("lwm-br", "cil.approaches.lwm:LwM", _LWM | _weights(1, 0, 1, 0), "lwm",
+                 doc="KD + BCE-KD + attention"),
+    ApproachSpec("lwm-br2", "cil.approaches.lwm:LwM", _LWM | _weights(1, 0, 1, 1), "lwm",
+                 doc="KD + BCE-KD + BCE-pred + attention"),
+    ApproachSpec("lwm-bsr", "cil.approaches.lwm:LwM", _LWM | _weights(1, 1, 0.5, 0), "lwm",
+                 doc="KD + task-wise + BCE-KD + attention"),
+    ApproachSpec("eeil", "cil.approaches.eeil:EEIL", {}, "eeil",
+                 doc="distillation, then class-balanced fine-tuning"),
+    ApproachSpec("dmc", "cil.approaches.dmc:DMC", {}, "dmc",
+                 doc="a new-task model, then double distillation on auxiliary data"),
     ApproachSpec("lucir", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 0, 0), "lucir",
                  doc="FACIL's LUCIR"),
     ApproachSpec("lucir-s", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(0, 0.1, 0, 0), "lucir",
