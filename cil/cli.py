@@ -48,10 +48,15 @@ FLAGS: dict[str, tuple[str, type]] = {
     "--exemplar-selection": ("memory.selection", str),
     "--lamb": ("loss.lamb", float),
     "--T": ("loss.T", float),
+    "--stop-at-task": ("run.stop_at_task", int),
+}
+# FACIL's switches (store_true there): each sets its config key to true.
+SWITCHES: dict[str, str] = {
+    "--eval-on-train": "train.eval_on_train",
+    "--fix-bn": "train.fix_bn",
+    "--multi-softmax": "train.multi_softmax",
 }
 
-
-_NOT_IMPLEMENTED = "not implemented yet (planned with the training-loop rewrite)"
 # FACIL flags without a config key. Accepted ones print a note and change nothing; refused ones stop the
 # run before any work, saying what replaces them. name -> (argparse keywords, accepted?, message).
 FACIL_ONLY_FLAGS: dict[str, tuple[dict[str, Any], bool, str]] = {
@@ -80,11 +85,6 @@ FACIL_ONLY_FLAGS: dict[str, tuple[dict[str, Any], bool, str]] = {
     "--gridsearch-tasks": ({"type": int}, False,
                            "FACIL's grid search is replaced by sweeps: python -m tune sweep SPEC.yaml "
                            "(a grid: or search: section)"),
-    "--stop-at-task": ({"type": int}, False, f"{_NOT_IMPLEMENTED}; meanwhile iterate cil.run(cfg) and stop "
-                                             "after the task you want"),
-    "--eval-on-train": ({"action": "store_const", "const": True}, False, _NOT_IMPLEMENTED),
-    "--fix-bn": ({"action": "store_const", "const": True}, False, _NOT_IMPLEMENTED),
-    "--multi-softmax": ({"action": "store_const", "const": True}, False, _NOT_IMPLEMENTED),
 }
 
 
@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, (key, typ) in FLAGS.items():
         p.add_argument(flag, type=typ, default=None,
                        help=f"sets {key} (default: {_default_text(key, defaults.get(key))})")
+    for flag, key in SWITCHES.items():
+        p.add_argument(flag, action="store_const", const=True, default=None,
+                       help=f"sets {key} to true (default: {defaults[key]})")
     p.add_argument("--gpu", type=int, default=None, metavar="N",
                    help="FACIL's GPU index: sets run.device to cuda:N (the CPU, with a note, when there is no "
                         "CUDA); --device wins over it")
@@ -204,6 +207,9 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         value = getattr(args, _dest(flag))
         if value is not None:
             values[flag_key(flag, approach)] = value
+    for flag, key in SWITCHES.items():
+        if getattr(args, _dest(flag)) is not None:
+            values[key] = True
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep or not key:

@@ -72,7 +72,14 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     """FACIL's schedule: SGD, lr divided by lr_factor after lr_patience epochs without a better
-    validation loss, stop below lr_min, best-on-validation model restored."""
+    validation loss, stop below lr_min, best-on-validation model restored.
+
+    FACIL's switches: ``fix_bn`` keeps the backbone's BatchNorm layers in eval mode while training every
+    task after the first (statistics frozen at task 0's); ``eval_on_train`` also measures the loss and the
+    task-aware accuracy on the (unaugmented) training set after every epoch; ``multi_softmax`` makes the
+    task-agnostic prediction the argmax of each head's log-softmax (one softmax per task) instead of the raw
+    scores (task-aware accuracy and the training loss do not change, as in FACIL).
+    """
 
     nepochs: int = 200
     lr: float = 0.1
@@ -87,6 +94,9 @@ class TrainConfig:
     warmup_lr_factor: float = 1.0
     all_outputs: bool = False
     amp: bool = False  # bf16 autocast on CUDA: an opt-in; FACIL and the paper ran fp32
+    fix_bn: bool = False
+    eval_on_train: bool = False
+    multi_softmax: bool = False
 
 
 @dataclass
@@ -120,8 +130,11 @@ class MemoryConfig:
 
 @dataclass
 class RunConfig:
+    """``stop_at_task``: FACIL's early stop, train tasks 0..stop_at_task-1 only (0: every task)."""
+
     seed: int = 0
     device: str = "auto"
+    stop_at_task: int = 0
 
 
 @dataclass
@@ -493,6 +506,9 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
                  "memory.num_exemplars_per_class (FACIL's --num-exemplars / --num-exemplars-per-class) > 0")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.run.device):
         p.append(f"run.device = {cfg.run.device!r} is not valid: use auto, cpu, mps, cuda or cuda:N")
+    if not 0 <= cfg.run.stop_at_task <= max(d.num_tasks, 0):
+        p.append(f"run.stop_at_task = {cfg.run.stop_at_task!r} is not valid: must be in [0, data.num_tasks = "
+                 f"{d.num_tasks}] (0: every task; k: stop after the first k tasks)")
     if not 0 <= cfg.run.seed < 2**32:
         p.append(f"run.seed = {cfg.run.seed!r} is not valid: must be in [0, 2**32)")
     return p

@@ -11,14 +11,18 @@ import torch
 
 
 def task_accuracies(logits: list[torch.Tensor], targets: torch.Tensor, offsets: list[int],
-                    eval_task: int) -> tuple[torch.Tensor, torch.Tensor]:
+                    eval_task: int, multi_softmax: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Number of correct predictions (task-aware, task-agnostic) for a batch of task ``eval_task``.
 
-    Task-aware: argmax within that task's head. Task-agnostic: argmax over all heads given.
+    Task-aware: argmax within that task's head. Task-agnostic: argmax over all heads given, of the raw
+    scores, or with ``multi_softmax`` (FACIL's flag) of each head's log-softmax, so heads whose scores
+    live on different scales are compared as per-task probabilities.
     Returned as device tensors so callers can sum over batches without syncing.
     """
     head = logits[eval_task]
     pred_taw = head.argmax(dim=1) + offsets[eval_task]
+    if multi_softmax:
+        logits = [torch.log_softmax(s.float(), dim=1) for s in logits]
     pred_tag = torch.cat(logits, dim=1).argmax(dim=1)
     return (pred_taw == targets).sum(), (pred_tag == targets).sum()
 

@@ -136,8 +136,9 @@ class Experiment:
 def _validate_state(cfg: ExperimentConfig, state: dict[str, Any]) -> None:
     if state.get("version") != STATE_VERSION:
         raise ValueError(f"state version {state.get('version')!r} is not supported (expected {STATE_VERSION})")
+    # where a run happens, and where it stops (a run stopped early continues with a later stop), may differ
     saved = {k: v for k, v in state["config"].items() if k not in ("data.data_root", "run.device",
-                                                                      "data.on_device")}
+                                                                      "data.on_device", "run.stop_at_task")}
     now = {k: v for k, v in cfg.to_flat().items() if k in saved}
     diff = sorted(k for k in saved if saved[k] != now.get(k))
     if diff:
@@ -147,7 +148,7 @@ def _validate_state(cfg: ExperimentConfig, state: dict[str, Any]) -> None:
 
 def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
         log: Log | None = None) -> Iterator[TaskResult]:
-    """Train every task of the scenario in turn, yielding after each one.
+    """Train every task of the scenario in turn (or the first ``run.stop_at_task``), yielding after each.
 
     Pass a ``state`` yielded earlier (possibly saved and loaded with ``weights_only=True``) to continue
     with the next task.
@@ -177,7 +178,7 @@ def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
 
     flat = cfg.to_flat()
     tests: list[tuple[torch.Tensor, torch.Tensor]] = [exp.scenario.task_split(u, "test") for u in range(T)]
-    for t in range(start_task, T):
+    for t in range(start_task, cfg.run.stop_at_task or T):
         ctx = exp.begin_task(t)
         report = exp.train_task(ctx)
         seconds.append(report.seconds)

@@ -30,7 +30,12 @@ from cil.networks import IncrementalNet
 @dataclass
 class EpochRecord:
     """One training epoch of a task: sample means of the loss and of each named term, the validation
-    loss and the heads' task-aware validation accuracy, the lr it trained with, its wall time."""
+    loss and the heads' task-aware validation accuracy, the lr it trained with, its wall time.
+
+    ``train_eval_loss`` / ``train_eval_acc_taw``: with ``train.eval_on_train``, the validation loss and
+    task-aware accuracy measured on the training set (unaugmented, model in eval mode) after the epoch,
+    as FACIL's ``--eval-on-train`` logs them; NaN when it is off.
+    """
 
     epoch: int
     train_loss: float
@@ -39,6 +44,8 @@ class EpochRecord:
     val_acc_taw: float
     lr: float
     seconds: float
+    train_eval_loss: float = math.nan
+    train_eval_acc_taw: float = math.nan
 
 
 @dataclass
@@ -127,7 +134,8 @@ class Trainer:
     @torch.inference_mode()
     def validate(self, approach: Approach, ctx: TaskContext, data: Split) -> torch.Tensor:
         """Sample-weighted sum of the validation loss and the heads' task-aware hits over a set, as one
-        device tensor ``[loss_sum, hits]`` (FACIL's validation loss and TAw accuracy)."""
+        device tensor ``[loss_sum, hits]`` (FACIL's validation loss and TAw accuracy; on the training set
+        with ``train.eval_on_train``)."""
         x, y = data
         model = ctx.model
         model.eval()
@@ -150,8 +158,10 @@ class Trainer:
         """FACIL's train loop: warm-up, then SGD with lr decay on plateau and best-model restore.
 
         Reads the schedule from ``ctx.cfg.train`` (so a caller may re-run it with other values). Per
-        epoch, one read from the device: the training loss terms and the validation loss/accuracy.
-        A non-finite loss term stops the run with :class:`~cil.errors.DivergedError`.
+        epoch, one read from the device: the training loss terms, the validation loss/accuracy (and the
+        training set's, with ``train.eval_on_train``). With ``train.fix_bn``, BatchNorm stays in eval mode
+        in every task after the first. A non-finite loss term stops the run with
+        :class:`~cil.errors.DivergedError`.
         """
         tc = ctx.cfg.train
         t, model = ctx.t, ctx.model
@@ -174,10 +184,14 @@ class Trainer:
         for epoch in range(tc.nepochs):
             epoch_start = time.perf_counter()
             approach.set_train_mode(ctx)
+            if tc.fix_bn and t > 0:
+                model.freeze_bn()  # FACIL's --fix-bn: after set_train_mode, so it holds for every approach
             names, sums = self.run_epoch(approach, ctx, train, optimizer, params, loss_of, approach.clip_gradients,
                                          after_step)
             has_val = len(val[1]) > 0
             parts = [] if sums is None else [sums]
+            if tc.eval_on_train:
+                parts.append(self.validate(approach, ctx, train))
             if has_val:
                 parts.append(self.validate(approach, ctx, val))
             values = torch.cat(parts).tolist() if parts else []
@@ -185,9 +199,16 @@ class Trainer:
             means = dict(zip(names, (v / n_train for v in values[: len(names)]), strict=True))
             val_loss, val_acc = ((values[-2] / len(val[1]), values[-1] / len(val[1])) if has_val else (0.0, 0.0))
             _check_finite(t, epoch + 1, means, val_loss)
-            records.append(EpochRecord(epoch=epoch + 1, train_loss=means.get("loss", 0.0),
-                                       terms={k: v for k, v in means.items() if k != "loss"}, val_loss=val_loss,
-                                       val_acc_taw=val_acc, lr=lr, seconds=time.perf_counter() - epoch_start))
+            record = EpochRecord(epoch=epoch + 1, train_loss=means.get("loss", 0.0),
+                                 terms={k: v for k, v in means.items() if k != "loss"}, val_loss=val_loss,
+                                 val_acc_taw=val_acc, lr=lr, seconds=time.perf_counter() - epoch_start)
+            if tc.eval_on_train:
+                at = len(names)
+                record.train_eval_loss, record.train_eval_acc_taw = values[at] / n_train, values[at + 1] / n_train
+                if ctx.log:
+                    ctx.log(f"  task {t} epoch {epoch + 1}: train loss {record.train_eval_loss:.4f} "
+                            f"TAw acc {100 * record.train_eval_acc_taw:.1f}%")
+            records.append(record)
             if val_loss < best_loss:
                 best_loss, best_state, patience = val_loss, _snapshot(model), tc.lr_patience
             else:
@@ -233,7 +254,8 @@ class Trainer:
     # ---- evaluation ------------------------------------------------------------------------------
     def evaluate(self, approach: Approach, ctx: TaskContext, tests: list[Split]) -> tuple[list[float], list[float]]:
         """Task-aware and task-agnostic accuracy on each given task's test set from the approach's
-        evaluation scores (its first score set when it returns several)."""
+        evaluation scores (its first score set when it returns several); ``train.multi_softmax``
+        applies to the task-agnostic one."""
         return next(iter(self.evaluate_named(approach, ctx, tests).values()))
 
     @torch.inference_mode()
@@ -244,6 +266,7 @@ class Trainer:
         (one host read)."""
         ctx.model.eval()
         counts: list[dict[str, torch.Tensor]] = []
+        multi = ctx.cfg.train.multi_softmax
         offsets = ctx.model.task_offsets
         for u, (x, y) in enumerate(tests):
             hits: dict[str, torch.Tensor] = {}
@@ -253,9 +276,10 @@ class Trainer:
                     scores = approach.eval_scores(ctx, step)
                 for name, s in (scores.items() if isinstance(scores, dict) else [("", scores)]):
                     taw_scores, tag_scores = s if isinstance(s, tuple) else (s, s)
-                    taw, tag = task_accuracies([v.float() for v in taw_scores], y[idx], offsets, u)
+                    taw, tag = task_accuracies([v.float() for v in taw_scores], y[idx], offsets, u, multi_softmax=multi)
                     if tag_scores is not taw_scores:
-                        tag = task_accuracies([v.float() for v in tag_scores], y[idx], offsets, u)[1]
+                        tag = task_accuracies([v.float() for v in tag_scores], y[idx], offsets, u,
+                                              multi_softmax=multi)[1]
                     pair = torch.stack([taw, tag])
                     hits[name] = hits[name] + pair if name in hits else pair
             counts.append(hits)

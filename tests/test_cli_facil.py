@@ -78,3 +78,20 @@ def test_gpu_without_cuda_falls_back_to_the_cpu_as_facil_does(capsys):
     assert yaml.safe_load(out.out)["run.device"] == "cpu" and "CUDA is not available" in out.err
     assert main(["--gpu", "0", "--device", "auto", "--print-config"]) == 0  # --device wins
     assert yaml.safe_load(capsys.readouterr().out)["run.device"] == "auto"
+
+
+def test_facil_switches_and_stop_at_task_set_their_keys(capsys):
+    assert main(["--eval-on-train", "--fix-bn", "--multi-softmax", "--stop-at-task", "3", "--print-config"]) == 0
+    flat = yaml.safe_load(capsys.readouterr().out)
+    assert (flat["train.eval_on_train"], flat["train.fix_bn"], flat["train.multi_softmax"]) == (True, True, True)
+    assert flat["run.stop_at_task"] == 3
+    assert main(["--print-config"]) == 0
+    flat = yaml.safe_load(capsys.readouterr().out)
+    assert (flat["train.eval_on_train"], flat["train.fix_bn"], flat["train.multi_softmax"]) == (False, False, False)
+    assert flat["run.stop_at_task"] == 0
+
+
+def test_stop_at_task_beyond_the_scenario_is_refused_before_any_work(tmp_path, capsys):
+    assert main(["--num-tasks", "4", "--stop-at-task", "5", "--results-path", str(tmp_path / "res")]) == 2
+    assert "run.stop_at_task = 5 is not valid" in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()
