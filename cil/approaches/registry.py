@@ -49,17 +49,29 @@ SECTIONS: dict[str, type] = {"lucir": LucirSection}
 # ---- approaches --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class Stability:
+    """An approach's stability knob: the float config key that trades new-task accuracy for less
+    forgetting, and the value FACIL's grid search starts its decay from (FACIL's gridsearch_config.py).
+    The search (cil.gridsearch) decays ``key`` from ``start``; it never looks at approach names."""
+
+    key: str
+    start: float
+
+
+@dataclass(frozen=True)
 class ApproachSpec:
     """One approach name. ``loss`` fills the ``loss.*`` keys left unset (the loss family's preset;
     a key absent from it must stay unset: the approach does not use it). ``section`` is the config
     section the approach reads (its keys are filled with the section's defaults; every other
-    section must stay unset)."""
+    section must stay unset). ``stability`` is the knob FACIL's grid search decays (None: the search
+    picks the learning rate only)."""
 
     name: str
     impl: str  # "module:Class"
     loss: Mapping[str, float]
     section: str | None = None
     doc: str = ""
+    stability: Stability | None = None
 
 
 def _weights(w_joint: float, w_task: float, w_bce_kd: float, w_bce_pred: float) -> dict[str, float]:
@@ -73,6 +85,10 @@ _LWF = {"lamb": 1.0, "T": 2.0}
 # LUCIR's distillation weight is lucir.lamb (adaptive per task); the paper's task-wise term on LUCIR
 # is KD at T = 1 weighted 0.1 (its lucir-sr), so 0.1 is LUCIR's unit of w_task.
 _LUCIR = {"T": 1.0}
+# FACIL's grid search starts LwF's lamb and LUCIR's at 10 (its gridsearch_config.py names LUCIR's
+# "lamda_base", an attribute LUCIR never reads; here the knob is the weight LUCIR uses).
+_LWF_KNOB = Stability("loss.lamb", 10.0)
+_LUCIR_KNOB = Stability("lucir.lamb", 10.0)
 
 _SPECS = [
     ApproachSpec("finetuning", "cil.approaches.finetuning:Finetuning", _NO_DISTILLATION,
@@ -81,24 +97,29 @@ _SPECS = [
                  doc="backbone frozen after task 0, new heads only"),
     ApproachSpec("joint", "cil.approaches.joint:Joint", _NO_DISTILLATION,
                  doc="upper bound: all data seen so far"),
-    ApproachSpec("lwf", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 0, 0), doc="FACIL's LwF"),
-    ApproachSpec("lwf-s", "cil.approaches.lwf:LwF", _LWF | _weights(0, 1, 0, 0), doc="task-wise KD"),
-    ApproachSpec("lwf-sr", "cil.approaches.lwf:LwF", _LWF | _weights(0.5, 1, 0, 0), doc="joint + task-wise KD"),
-    ApproachSpec("lwf-br", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 0), doc="KD + BCE-KD"),
-    ApproachSpec("lwf-br2", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 1), doc="KD + BCE-KD + BCE-pred"),
-    ApproachSpec("lwf-bsr", "cil.approaches.lwf:LwF", _LWF | _weights(1, 1, 0.5, 0), doc="KD + task-wise + BCE-KD"),
+    ApproachSpec("lwf", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 0, 0), doc="FACIL's LwF", stability=_LWF_KNOB),
+    ApproachSpec("lwf-s", "cil.approaches.lwf:LwF", _LWF | _weights(0, 1, 0, 0),
+                 doc="task-wise KD", stability=_LWF_KNOB),
+    ApproachSpec("lwf-sr", "cil.approaches.lwf:LwF", _LWF | _weights(0.5, 1, 0, 0),
+                 doc="joint + task-wise KD", stability=_LWF_KNOB),
+    ApproachSpec("lwf-br", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 0),
+                 doc="KD + BCE-KD", stability=_LWF_KNOB),
+    ApproachSpec("lwf-br2", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 1),
+                 doc="KD + BCE-KD + BCE-pred", stability=_LWF_KNOB),
+    ApproachSpec("lwf-bsr", "cil.approaches.lwf:LwF", _LWF | _weights(1, 1, 0.5, 0),
+                 doc="KD + task-wise + BCE-KD", stability=_LWF_KNOB),
     ApproachSpec("lucir", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 0, 0), "lucir",
-                 doc="FACIL's LUCIR"),
+                 doc="FACIL's LUCIR", stability=_LUCIR_KNOB),
     ApproachSpec("lucir-s", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(0, 0.1, 0, 0), "lucir",
-                 doc="task-wise KD instead of less-forget"),
+                 doc="task-wise KD instead of less-forget", stability=_LUCIR_KNOB),
     ApproachSpec("lucir-sr", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0.1, 0, 0), "lucir",
-                 doc="less-forget + task-wise KD (the paper's lucir-sr)"),
+                 doc="less-forget + task-wise KD (the paper's lucir-sr)", stability=_LUCIR_KNOB),
     ApproachSpec("lucir-br", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 1, 0), "lucir",
-                 doc="less-forget + BCE-KD"),
+                 doc="less-forget + BCE-KD", stability=_LUCIR_KNOB),
     ApproachSpec("lucir-br2", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 1, 1), "lucir",
-                 doc="less-forget + BCE-KD + BCE-pred over all heads"),
+                 doc="less-forget + BCE-KD + BCE-pred over all heads", stability=_LUCIR_KNOB),
     ApproachSpec("lucir-bsr", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0.1, 1, 0), "lucir",
-                 doc="less-forget + task-wise KD + BCE-KD"),
+                 doc="less-forget + task-wise KD + BCE-KD", stability=_LUCIR_KNOB),
 ]
 
 SPECS: Mapping[str, ApproachSpec] = MappingProxyType({s.name: s for s in _SPECS})
