@@ -224,13 +224,14 @@ class Trainer:
 
     # ---- evaluation ------------------------------------------------------------------------------
     @torch.inference_mode()
-    def evaluate(self, approach: Approach, ctx: TaskContext, tests: list[Split]) -> tuple[list[float], list[float]]:
+    def evaluate(self, approach: Approach, ctx: TaskContext, tests: list[Split],
+                 tasks: list[int] | None = None) -> tuple[list[float], list[float]]:
         """Task-aware and task-agnostic accuracy on each given task's test set from the approach's
-        evaluation scores (one host read)."""
+        evaluation scores (one host read). ``tasks`` names the task of each set (default 0, 1, ...)."""
         ctx.model.eval()
         counts = []
         offsets = ctx.model.task_offsets
-        for u, (x, y) in enumerate(tests):
+        for u, (x, y) in zip(range(len(tests)) if tasks is None else tasks, tests, strict=True):
             taw = torch.zeros((), dtype=torch.long, device=self.device)
             tag = torch.zeros((), dtype=torch.long, device=self.device)
             for idx in self.batches(len(y), None):
