@@ -42,6 +42,10 @@ FLAGS: dict[str, tuple[str, type]] = {
     "--exemplar-selection": ("memory.selection", str),
     "--lamb": ("loss.lamb", float),
     "--T": ("loss.T", float),
+    "--gridsearch-tasks": ("train.gridsearch_tasks", int),
+    "--gridsearch-acc-drop-thr": ("gridsearch.acc_drop_thr", float),
+    "--gridsearch-hparam-decay": ("gridsearch.hparam_decay", float),
+    "--gridsearch-max-num-searches": ("gridsearch.max_num_searches", int),
 }
 
 
