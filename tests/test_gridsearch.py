@@ -18,6 +18,7 @@ from cil import ExperimentConfig, run
 from cil.approaches.registry import SECTIONS, SPECS
 from cil.config import _LEAVES, ConfigError, GridSearchConfig
 from cil.gridsearch import COLUMNS, decay_knob, finetuning_config, lr_candidates, pick_lr
+from cil.run import Experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {"data.dataset": "digits", "model.network": "convnet", "train.nepochs": 1, "train.lr_patience": 1,
@@ -154,6 +155,30 @@ def test_every_stability_knob_is_a_float_key_its_approach_uses():
         tp = _LEAVES[spec.stability.key]
         assert float in (typing.get_args(tp) or (tp,)), spec.name
         assert spec.stability.start > 0 and (head == "loss" or head in SECTIONS)
+
+
+@pytest.mark.parametrize("name", sorted({spec.impl: name for name, spec in SPECS.items() if spec.stability}.values()))
+def test_each_knob_reaches_the_loss_through_the_tasks_config(name):
+    """The search changes the knob through ``ctx.cfg`` only: an approach that read it elsewhere (its
+    constructor's config) would be searched without effect. One name per implementation."""
+    key = SPECS[name].stability.key
+    cfg = ExperimentConfig.from_dict(SMALL | {"approach": name, "data.num_tasks": 5, "memory.num_exemplars": 20})
+    exp = Experiment(cfg)
+    exp.train_task(exp.begin_task(0))
+    ctx = exp.begin_task(1)
+    exp.approach.before_task(ctx)
+    torch.manual_seed(0)
+    with torch.no_grad():  # away from the old model, so that every stability term is non-zero
+        for p in ctx.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x, y = exp.approach.training_set(ctx)
+
+    def loss(c):
+        step = exp.approach.forward(c, exp.trainer.inputs(x[:64]), y[:64], "train")
+        return exp.approach.loss(c, step).total.item()
+
+    value = cfg.to_flat()[key]
+    assert loss(ctx.with_cfg(cfg.replace(**{key: 2 * value + 1}))) != pytest.approx(loss(ctx), rel=1e-6)
 
 
 def test_finetuning_twin_drops_the_approachs_keys_and_the_exemplars():
