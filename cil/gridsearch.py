@@ -175,8 +175,8 @@ class GridSearch:
         cfg = finetuning_config(self.cfg, **{"train.lr": lr} | self._candidate_epochs())
         finetuning = approach_class("finetuning")(cfg)
         fctx = dataclasses.replace(ctx, cfg=cfg, model=copy.deepcopy(ctx.model), old_model=None,
-                                   memory=ExemplarMemory(), log=None)
-        acc = _train_and_validate(exp, finetuning, dataclasses.replace(fctx, generator=fctx.new_generator(LR_STREAM)))
+                                   memory=ExemplarMemory(), generator=ctx.new_generator(LR_STREAM), log=None)
+        acc = _train_and_validate(exp, finetuning, fctx)
         if ctx.log:
             ctx.log(f"task {ctx.t}: grid search lr {lr:g}: finetuning val TAw {100 * acc:.1f}%")
         return acc
@@ -187,8 +187,9 @@ class GridSearch:
         cfg = self.cfg.replace(**self._values(self.lr, value) | self._candidate_epochs())
         memo = {} if ctx.old_model is None else {id(ctx.old_model): ctx.old_model}
         approach, model, memory = copy.deepcopy((exp.approach, ctx.model, ctx.memory), memo)
-        cctx = dataclasses.replace(ctx, cfg=cfg, model=model, memory=memory, log=None)
-        acc = _train_and_validate(exp, approach, dataclasses.replace(cctx, generator=cctx.new_generator(KNOB_STREAM)))
+        cctx = dataclasses.replace(ctx, cfg=cfg, model=model, memory=memory,
+                                   generator=ctx.new_generator(KNOB_STREAM), log=None)
+        acc = _train_and_validate(exp, approach, cctx)
         if ctx.log:
             ctx.log(f"task {ctx.t}: grid search {self.knob} {value:g}: val TAw {100 * acc:.1f}% "
                     f"(kept if >= {100 * floor:.1f}%)")
