@@ -27,7 +27,10 @@ TRIAL_KEYS = ("sweep", "trial_id")
 # Columns of task_results that change from row to row inside one trial; every other column
 # (identity and config, e.g. ``loss.lamb``) is a property of the whole trial.
 ROW_COLUMNS = ("task", "eval_task", "classes_seen", "acc_taw", "acc_tag", "forg_taw", "forg_tag",
-               "train_seconds", "complete")
+               "train_seconds", "complete",
+               # what FACIL's grid search chose for each task (cil.gridsearch.COLUMNS; absent without it)
+               "gridsearch_searched", "gridsearch_lr", "gridsearch_knob", "gridsearch_knob_value",
+               "gridsearch_ft_acc", "gridsearch_trace", "gridsearch_seconds")
 ACCURACY_COLUMNS = ("acc_taw", "acc_tag", "forg_taw", "forg_tag")
 
 # The per-trial metrics summarised over seeds, in the column order of summary.csv. ``paper_*``: the

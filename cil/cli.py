@@ -49,6 +49,10 @@ FLAGS: dict[str, tuple[str, type]] = {
     "--lamb": ("loss.lamb", float),
     "--T": ("loss.T", float),
     "--stop-at-task": ("run.stop_at_task", int),
+    "--gridsearch-tasks": ("train.gridsearch_tasks", int),
+    "--gridsearch-acc-drop-thr": ("gridsearch.acc_drop_thr", float),
+    "--gridsearch-hparam-decay": ("gridsearch.hparam_decay", float),
+    "--gridsearch-max-num-searches": ("gridsearch.max_num_searches", int),
 }
 # FACIL's switches (store_true there): each sets its config key to true.
 SWITCHES: dict[str, str] = {
@@ -82,9 +86,6 @@ FACIL_ONLY_FLAGS: dict[str, tuple[dict[str, Any], bool, str]] = {
                              "backbones here have no classifier to keep: one head is added per task"),
     "--pretrained": ({"action": "store_const", "const": True}, False,
                      "networks are trained from scratch (model.network); pretrained backbones are not supported"),
-    "--gridsearch-tasks": ({"type": int}, False,
-                           "FACIL's grid search is replaced by sweeps: python -m tune sweep SPEC.yaml "
-                           "(a grid: or search: section)"),
 }
 
 

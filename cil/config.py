@@ -97,6 +97,7 @@ class TrainConfig:
     fix_bn: bool = False
     eval_on_train: bool = False
     multi_softmax: bool = False
+    gridsearch_tasks: int = 0
 
 
 @dataclass
@@ -129,6 +130,29 @@ class MemoryConfig:
 
 
 @dataclass
+class GridSearchConfig:
+    """FACIL's "realistic" hyper-parameter search (cil.gridsearch), run inside each of the first
+    ``train.gridsearch_tasks`` tasks. Names and defaults follow FACIL's gridsearch.py and
+    gridsearch_config.py: the finetuning lr with the best validation TAw accuracy among ``lr_first``
+    (task 0) or the ``lr_searches`` largest values of ``lr`` below task 0's choice (later tasks); then
+    the approach's stability knob (declared in cil.approaches.registry), from ``knob_start`` (null:
+    the approach's FACIL value) times ``hparam_decay`` until its validation accuracy is within
+    ``acc_drop_thr`` of finetuning's, at most ``max_num_searches`` times. ``nepochs`` is the epochs of
+    every candidate training (null: train.nepochs, as FACIL); ``search_knob: false`` searches the lr only.
+    """
+
+    lr_first: list[float] = field(default_factory=lambda: [5e-1, 1e-1, 5e-2])
+    lr: list[float] = field(default_factory=lambda: [1e-1, 5e-2, 1e-2, 5e-3, 1e-3])
+    lr_searches: int = 3
+    knob_start: float | None = None
+    search_knob: bool = True
+    acc_drop_thr: float = 0.2
+    hparam_decay: float = 0.5
+    max_num_searches: int = 7
+    nepochs: int | None = None
+
+
+@dataclass
 class RunConfig:
     """``stop_at_task``: FACIL's early stop, train tasks 0..stop_at_task-1 only (0: every task)."""
 
@@ -148,6 +172,7 @@ class _CoreConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    gridsearch: GridSearchConfig = field(default_factory=GridSearchConfig)
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -194,6 +219,13 @@ class _CoreConfig:
                                     f"does not use it{_section_hint(spec.section, name)}")
             elif value is None:
                 setattr(self.loss, name, float(spec.loss[name]))
+        if spec.stability is None and self.gridsearch.knob_start is not None:
+            with_knob = ", ".join(s.name for s in SPECS.values() if s.stability is not None)
+            problems.append(f"gridsearch.knob_start = {self.gridsearch.knob_start!r} is set but approach "
+                            f"{self.approach!r} has no stability knob (its grid search picks the lr only); "
+                            f"approaches with one: {with_knob}")
+        elif spec.stability is not None and self.gridsearch.knob_start is None:
+            self.gridsearch.knob_start = float(spec.stability.start)
         for section in SECTIONS:
             values = getattr(self, section)
             if section == spec.section:
@@ -375,7 +407,15 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
     if value is None:
         if optional:
             return None
-        raise ConfigError(f"{key} = None is not valid: expected {base.__name__}")
+        raise ConfigError(f"{key} = None is not valid: expected {_type_name(base)}")
+    if typing.get_origin(base) is list:
+        item = typing.get_args(base)[0]
+        if isinstance(value, list | tuple):
+            try:
+                return [_convert(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key} = {value!r} has the wrong type: expected a list of {item.__name__}")
     if base is bool:
         if isinstance(value, bool):
             return value
@@ -418,6 +458,10 @@ def _check_dataset(name: str, choice: Any, problems: list[str]) -> int | None:
     except DataError as err:
         problems.append(f"data.dataset = {name!r} is not valid: {err}")
         return None
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
 
 
 def _validate(cfg: ExperimentConfig) -> list[str]:
@@ -495,6 +539,7 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
                 p.append(f"{key} = {value!r} is not valid: must be -1 or >= 0")
             elif check in (">=0", ">0"):
                 positive(key, value, allow_zero=check == ">=0")
+    _validate_gridsearch(cfg, p, positive)
     positive("memory.num_exemplars", m.num_exemplars, allow_zero=True)
     positive("memory.num_exemplars_per_class", m.num_exemplars_per_class, allow_zero=True)
     if m.num_exemplars > 0 and m.num_exemplars_per_class > 0:
@@ -512,3 +557,34 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
     if not 0 <= cfg.run.seed < 2**32:
         p.append(f"run.seed = {cfg.run.seed!r} is not valid: must be in [0, 2**32)")
     return p
+
+
+def _validate_gridsearch(cfg: ExperimentConfig, p: list[str], positive: Any) -> None:
+    """train.gridsearch_tasks and the gridsearch.* section (checked whether or not the search is on,
+    so a sweep that switches it on per trial fails before any trial starts)."""
+    g = cfg.gridsearch
+    if cfg.train.gridsearch_tasks < 0:
+        p.append(f"train.gridsearch_tasks = {cfg.train.gridsearch_tasks} is not valid: must be >= 0 (0: no "
+                 f"search; N: the first N tasks; FACIL's default -1 also means no search)")
+    for name in ("lr_first", "lr"):
+        values = getattr(g, name)
+        if not values:
+            p.append(f"gridsearch.{name} = [] is not valid: give at least one learning rate")
+        elif any(not (math.isfinite(v) and v > 0) for v in values):
+            p.append(f"gridsearch.{name} = {values!r} is not valid: every learning rate must be > 0")
+    if g.lr_first and g.lr and min(g.lr) >= min(g.lr_first):
+        p.append(f"gridsearch.lr = {g.lr!r} is not valid: tasks after the first try the largest values "
+                 f"below task 0's choice, so it needs one below min(gridsearch.lr_first) = {min(g.lr_first)}")
+    for name in ("lr_searches", "max_num_searches"):
+        positive(f"gridsearch.{name}", getattr(g, name))
+    positive("gridsearch.nepochs", g.nepochs)
+    positive("gridsearch.knob_start", g.knob_start)
+    if not 0.0 <= g.acc_drop_thr <= 1.0:
+        p.append(f"gridsearch.acc_drop_thr = {g.acc_drop_thr!r} is not valid: must be in [0, 1] (the "
+                 f"fraction of finetuning's validation accuracy a knob value may lose)")
+    if not 0.0 < g.hparam_decay < 1.0:
+        p.append(f"gridsearch.hparam_decay = {g.hparam_decay!r} is not valid: must be in (0, 1) (the knob "
+                 f"is multiplied by it after each value that loses too much accuracy)")
+    if cfg.train.gridsearch_tasks > 0 and cfg.data.val_fraction <= 0:
+        p.append(f"train.gridsearch_tasks = {cfg.train.gridsearch_tasks} needs validation data: "
+                 f"data.val_fraction = {cfg.data.val_fraction!r} must be > 0")

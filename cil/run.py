@@ -18,9 +18,10 @@ import torch
 
 from cil import metrics
 from cil.approaches import make_approach
-from cil.approaches.base import TaskContext, task_seed
+from cil.approaches.base import Approach, TaskContext, task_seed
 from cil.config import ExperimentConfig
 from cil.data import Dataset, Scenario, load_dataset, make_scenario
+from cil.gridsearch import GridSearch, TaskSearch
 from cil.memory import ExemplarMemory
 from cil.networks import IncrementalNet, make_backbone
 from cil.training import FitReport, Trainer, frozen_copy
@@ -43,6 +44,7 @@ class TaskResult:
     fit: FitReport | None = field(default=None, repr=False)
     #: the accuracy matrices of an approach's other score sets, by column name (``acc_taw_heads``)
     acc_other: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    gridsearch: TaskSearch | None = field(default=None, repr=False)
 
 
 class DeviceScenario:
@@ -118,14 +120,15 @@ class Experiment:
                            scenario=self.scenario, device=self.device, generator=gen, trainer=self.trainer,
                            log=self.log)
 
-    def train_task(self, ctx: TaskContext) -> FitReport:
-        """Every hook of one task up to the memory update (the part before evaluation)."""
-        a = self.approach
+    def train_task(self, ctx: TaskContext, approach: Approach | None = None) -> FitReport:
+        """Every hook of one task up to the memory update (the part before evaluation), by the run's
+        approach or another one (the grid search trains copies on copies of the context)."""
+        a = self.approach if approach is None else approach
         a.before_task(ctx)
         train = a.training_set(ctx)
         val = a.validation_set(ctx)
-        if self.log:
-            self.log(f"task {ctx.t}: training on {len(train[1])} samples, classes {ctx.num_new_classes}")
+        if ctx.log:
+            ctx.log(f"task {ctx.t}: training on {len(train[1])} samples, classes {ctx.num_new_classes}")
         report = a.fit(ctx, train, val)
         a.after_fit(ctx)
         a.update_memory(ctx)
@@ -175,11 +178,17 @@ def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
             acc_other[column] = np.zeros((T, T))
             acc_other[column][:start_task] = np.asarray(rows, dtype=float)
         seconds = [float(s) for s in state["train_seconds"]]
+    search = GridSearch(cfg) if cfg.train.gridsearch_tasks > 0 else None
+    if search is not None and state is not None:
+        search.load_state_dict(state["gridsearch"])
 
     flat = cfg.to_flat()
     tests: list[tuple[torch.Tensor, torch.Tensor]] = [exp.scenario.task_split(u, "test") for u in range(T)]
     for t in range(start_task, cfg.run.stop_at_task or T):
         ctx = exp.begin_task(t)
+        chosen = None
+        if search is not None:
+            ctx, chosen = search.run_task(exp, ctx)
         report = exp.train_task(ctx)
         seconds.append(report.seconds)
         eval_start = time.perf_counter()
@@ -191,14 +200,14 @@ def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
                 acc_other.setdefault(column, np.zeros((T, T)))[t, : t + 1] = values
         del ctx  # the old model goes with it
         result = _task_result(cfg, flat, exp, t, acc_taw, acc_tag, acc_other, seconds,
-                              time.perf_counter() - eval_start)
+                              time.perf_counter() - eval_start, search, chosen)
         result.fit = report
         yield result
 
 
 def _task_result(cfg: ExperimentConfig, flat: dict[str, Any], exp: Experiment, t: int, acc_taw: np.ndarray,
                  acc_tag: np.ndarray, acc_other: dict[str, np.ndarray], seconds: list[float],
-                 eval_seconds: float) -> TaskResult:
+                 eval_seconds: float, search: GridSearch | None, chosen: TaskSearch | None) -> TaskResult:
     forg_taw, forg_tag = metrics.forgetting(acc_taw[: t + 1, : t + 1]), metrics.forgetting(acc_tag[: t + 1, : t + 1])
     classes_seen = sum(n for _, n in exp.scenario.taskcla[: t + 1])
     ident = {"approach": cfg.approach, "seed": cfg.run.seed}
@@ -208,7 +217,7 @@ def _task_result(cfg: ExperimentConfig, flat: dict[str, Any], exp: Experiment, t
     task_rows = [common | {"eval_task": u, "acc_taw": float(acc_taw[t, u]), "acc_tag": float(acc_tag[t, u]),
                            "forg_taw": float(forg_taw[t, u]), "forg_tag": float(forg_tag[t, u])}
                  | {column: float(mat[t, u]) for column, mat in acc_other.items()} | flat
-                 for u in range(t + 1)]
+                 | ({} if chosen is None else chosen.columns()) for u in range(t + 1)]
     head_rows = [ident | {"task": t, "head": h, "weight_norm": float(norm), "bias_mean": float(bias)}
                  for h, (norm, bias) in enumerate(exp.model.head_stats())]
     summary = {
@@ -224,10 +233,11 @@ def _task_result(cfg: ExperimentConfig, flat: dict[str, Any], exp: Experiment, t
         "model": {k: v.detach().cpu().clone() for k, v in exp.model.state_dict().items()},
         "memory": exp.memory.state_dict(),
         "approach": exp.approach.state_dict(),
+        "gridsearch": {} if search is None else search.state_dict(),
         "acc_taw": acc_taw[: t + 1].tolist(), "acc_tag": acc_tag[: t + 1].tolist(),
         "acc_other": {column: mat[: t + 1].tolist() for column, mat in acc_other.items()},
         "train_seconds": list(seconds),
     }
     return TaskResult(task=t, task_rows=task_rows, head_rows=head_rows, metrics=summary, state=state,
                       acc_taw=acc_taw.copy(), acc_tag=acc_tag.copy(),
-                      acc_other={column: mat.copy() for column, mat in acc_other.items()})
+                      acc_other={column: mat.copy() for column, mat in acc_other.items()}, gridsearch=chosen)

@@ -252,15 +252,16 @@ class Trainer:
                 _check_finite(ctx.t, epoch + 1, {f"warmup {k}": v for k, v in means.items()}, 0.0)
 
     # ---- evaluation ------------------------------------------------------------------------------
-    def evaluate(self, approach: Approach, ctx: TaskContext, tests: list[Split]) -> tuple[list[float], list[float]]:
+    def evaluate(self, approach: Approach, ctx: TaskContext, tests: list[Split],
+                 tasks: list[int] | None = None) -> tuple[list[float], list[float]]:
         """Task-aware and task-agnostic accuracy on each given task's test set from the approach's
         evaluation scores (its first score set when it returns several); ``train.multi_softmax``
-        applies to the task-agnostic one."""
-        return next(iter(self.evaluate_named(approach, ctx, tests).values()))
+        applies to the task-agnostic one. ``tasks`` names the task of each set (default 0, 1, ...)."""
+        return next(iter(self.evaluate_named(approach, ctx, tests, tasks).values()))
 
     @torch.inference_mode()
-    def evaluate_named(self, approach: Approach, ctx: TaskContext, tests: list[Split]
-                       ) -> dict[str, tuple[list[float], list[float]]]:
+    def evaluate_named(self, approach: Approach, ctx: TaskContext, tests: list[Split],
+                       tasks: list[int] | None = None) -> dict[str, tuple[list[float], list[float]]]:
         """Per score set of ``approach.eval_scores`` (``""`` when it returns one plain list), the
         task-aware and task-agnostic accuracy on each given task's test set, in the approach's order
         (one host read)."""
@@ -268,7 +269,7 @@ class Trainer:
         counts: list[dict[str, torch.Tensor]] = []
         multi = ctx.cfg.train.multi_softmax
         offsets = ctx.model.task_offsets
-        for u, (x, y) in enumerate(tests):
+        for u, (x, y) in zip(range(len(tests)) if tasks is None else tasks, tests, strict=True):
             hits: dict[str, torch.Tensor] = {}
             for idx in self.batches(len(y), None):
                 with self.autocast():

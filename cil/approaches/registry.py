@@ -174,11 +174,22 @@ SECTIONS: dict[str, type] = {"lucir": LucirSection, "ewc": EwcSection, "mas": Ma
 # ---- approaches --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class Stability:
+    """An approach's stability knob: the float config key that trades new-task accuracy for less
+    forgetting, and the value FACIL's grid search starts its decay from (FACIL's gridsearch_config.py).
+    The search (cil.gridsearch) decays ``key`` from ``start``; it never looks at approach names."""
+
+    key: str
+    start: float
+
+
+@dataclass(frozen=True)
 class ApproachSpec:
     """One approach name. ``loss`` fills the ``loss.*`` keys left unset (the loss family's preset;
     a key absent from it must stay unset: the approach does not use it). ``section`` is the config
     section the approach reads (its keys are filled with the section's defaults; every other
-    section must stay unset)."""
+    section must stay unset). ``stability`` is the knob FACIL's grid search decays (None: the search
+    picks the learning rate only)."""
 
     name: str
     impl: str  # "module:Class"
@@ -189,6 +200,7 @@ class ApproachSpec:
     needs_exemplars: bool = False
     #: ``memory.selection`` when the config leaves it unset
     selection: str = "random"
+    stability: Stability | None = None
 
 
 def _weights(w_joint: float, w_task: float, w_bce_kd: float, w_bce_pred: float) -> dict[str, float]:
@@ -204,6 +216,18 @@ _LWF = {"lamb": 1.0, "T": 2.0}
 _LUCIR = {"T": 1.0}
 # LwM's distillation weight is lwm.beta; its KD runs at T = 2 as FACIL's (softmax^(1/2) renormalised).
 _LWM = {"T": 2.0}
+# FACIL's grid search starts LwF's lamb and LUCIR's at 10 (its gridsearch_config.py names LUCIR's
+# "lamda_base", an attribute LUCIR never reads; here the knob is the weight LUCIR uses).
+_LWF_KNOB = Stability("loss.lamb", 10.0)
+_LUCIR_KNOB = Stability("lucir.lamb", 10.0)
+# FACIL's gridsearch_config.py: the other approaches' knobs and their first values.
+_LWM_KNOB = Stability("lwm.beta", 2.0)
+_EEIL_KNOB = Stability("eeil.lamb", 10.0)
+_EWC_KNOB = Stability("ewc.lamb", 10000.0)
+_MAS_KNOB = Stability("mas.lamb", 400.0)
+_PATH_INTEGRAL_KNOB = Stability("path_integral.lamb", 10.0)
+_R_WALK_KNOB = Stability("r_walk.lamb", 20.0)
+_ICARL_KNOB = Stability("icarl.lamb", 4.0)
 
 _SPECS = [
     ApproachSpec("finetuning", "cil.approaches.finetuning:Finetuning", _NO_DISTILLATION,
@@ -212,50 +236,56 @@ _SPECS = [
                  doc="backbone frozen after task 0, new heads only"),
     ApproachSpec("joint", "cil.approaches.joint:Joint", _NO_DISTILLATION,
                  doc="upper bound: all data seen so far"),
-    ApproachSpec("lwf", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 0, 0), doc="FACIL's LwF"),
-    ApproachSpec("lwf-s", "cil.approaches.lwf:LwF", _LWF | _weights(0, 1, 0, 0), doc="task-wise KD"),
-    ApproachSpec("lwf-sr", "cil.approaches.lwf:LwF", _LWF | _weights(0.5, 1, 0, 0), doc="joint + task-wise KD"),
-    ApproachSpec("lwf-br", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 0), doc="KD + BCE-KD"),
-    ApproachSpec("lwf-br2", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 1), doc="KD + BCE-KD + BCE-pred"),
-    ApproachSpec("lwf-bsr", "cil.approaches.lwf:LwF", _LWF | _weights(1, 1, 0.5, 0), doc="KD + task-wise + BCE-KD"),
+    ApproachSpec("lwf", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 0, 0), doc="FACIL's LwF", stability=_LWF_KNOB),
+    ApproachSpec("lwf-s", "cil.approaches.lwf:LwF", _LWF | _weights(0, 1, 0, 0), doc="task-wise KD",
+                 stability=_LWF_KNOB),
+    ApproachSpec("lwf-sr", "cil.approaches.lwf:LwF", _LWF | _weights(0.5, 1, 0, 0), doc="joint + task-wise KD",
+                 stability=_LWF_KNOB),
+    ApproachSpec("lwf-br", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 0), doc="KD + BCE-KD",
+                 stability=_LWF_KNOB),
+    ApproachSpec("lwf-br2", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 1), doc="KD + BCE-KD + BCE-pred",
+                 stability=_LWF_KNOB),
+    ApproachSpec("lwf-bsr", "cil.approaches.lwf:LwF", _LWF | _weights(1, 1, 0.5, 0), doc="KD + task-wise + BCE-KD",
+                 stability=_LWF_KNOB),
     ApproachSpec("lwm", "cil.approaches.lwm:LwM", _LWM | _weights(1, 0, 0, 0), "lwm",
-                 doc="LwF's KD + Grad-CAM attention distillation"),
+                 doc="LwF's KD + Grad-CAM attention distillation", stability=_LWM_KNOB),
     ApproachSpec("lwm-s", "cil.approaches.lwm:LwM", _LWM | _weights(0, 1, 0, 0), "lwm",
-                 doc="task-wise KD + attention"),
+                 doc="task-wise KD + attention", stability=_LWM_KNOB),
     ApproachSpec("lwm-sr", "cil.approaches.lwm:LwM", _LWM | _weights(0.5, 1, 0, 0), "lwm",
-                 doc="joint + task-wise KD + attention"),
+                 doc="joint + task-wise KD + attention", stability=_LWM_KNOB),
     ApproachSpec("lwm-br", "cil.approaches.lwm:LwM", _LWM | _weights(1, 0, 1, 0), "lwm",
-                 doc="KD + BCE-KD + attention"),
+                 doc="KD + BCE-KD + attention", stability=_LWM_KNOB),
     ApproachSpec("lwm-br2", "cil.approaches.lwm:LwM", _LWM | _weights(1, 0, 1, 1), "lwm",
-                 doc="KD + BCE-KD + BCE-pred + attention"),
+                 doc="KD + BCE-KD + BCE-pred + attention", stability=_LWM_KNOB),
     ApproachSpec("lwm-bsr", "cil.approaches.lwm:LwM", _LWM | _weights(1, 1, 0.5, 0), "lwm",
-                 doc="KD + task-wise + BCE-KD + attention"),
+                 doc="KD + task-wise + BCE-KD + attention", stability=_LWM_KNOB),
     ApproachSpec("eeil", "cil.approaches.eeil:EEIL", {}, "eeil",
-                 doc="distillation, then class-balanced fine-tuning"),
+                 doc="distillation, then class-balanced fine-tuning", stability=_EEIL_KNOB),
     ApproachSpec("dmc", "cil.approaches.dmc:DMC", {}, "dmc",
                  doc="a new-task model, then double distillation on auxiliary data"),
     ApproachSpec("lucir", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 0, 0), "lucir",
-                 doc="FACIL's LUCIR"),
+                 doc="FACIL's LUCIR", stability=_LUCIR_KNOB),
     ApproachSpec("lucir-s", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(0, 0.1, 0, 0), "lucir",
-                 doc="task-wise KD instead of less-forget"),
+                 doc="task-wise KD instead of less-forget", stability=_LUCIR_KNOB),
     ApproachSpec("lucir-sr", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0.1, 0, 0), "lucir",
-                 doc="less-forget + task-wise KD (the paper's lucir-sr)"),
+                 doc="less-forget + task-wise KD (the paper's lucir-sr)", stability=_LUCIR_KNOB),
     ApproachSpec("lucir-br", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 1, 0), "lucir",
-                 doc="less-forget + BCE-KD"),
+                 doc="less-forget + BCE-KD", stability=_LUCIR_KNOB),
     ApproachSpec("lucir-br2", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 1, 1), "lucir",
-                 doc="less-forget + BCE-KD + BCE-pred over all heads"),
+                 doc="less-forget + BCE-KD + BCE-pred over all heads", stability=_LUCIR_KNOB),
     ApproachSpec("lucir-bsr", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0.1, 1, 0), "lucir",
-                 doc="less-forget + task-wise KD + BCE-KD"),
+                 doc="less-forget + task-wise KD + BCE-KD", stability=_LUCIR_KNOB),
     ApproachSpec("ewc", "cil.approaches.ewc:EWC", {}, "ewc",
-                 doc="Fisher-weighted quadratic penalty on the backbone"),
+                 doc="Fisher-weighted quadratic penalty on the backbone", stability=_EWC_KNOB),
     ApproachSpec("mas", "cil.approaches.mas:MAS", {}, "mas",
-                 doc="quadratic penalty weighted by output-sensitivity importances"),
+                 doc="quadratic penalty weighted by output-sensitivity importances", stability=_MAS_KNOB),
     ApproachSpec("path_integral", "cil.approaches.path_integral:PathIntegral", {}, "path_integral",
-                 doc="quadratic penalty weighted by each parameter's share of the loss decrease"),
+                 doc="quadratic penalty weighted by each parameter's share of the loss decrease",
+                 stability=_PATH_INTEGRAL_KNOB),
     ApproachSpec("r_walk", "cil.approaches.r_walk:RWalk", {}, "r_walk",
-                 doc="quadratic penalty weighted by Fisher plus path scores"),
+                 doc="quadratic penalty weighted by Fisher plus path scores", stability=_R_WALK_KNOB),
     ApproachSpec("icarl", "cil.approaches.icarl:ICaRL", {}, "icarl", selection="herding",
-                 doc="FACIL's iCaRL: BCE distillation, herding, nearest-mean-of-exemplars"),
+                 doc="FACIL's iCaRL: BCE distillation, herding, nearest-mean-of-exemplars", stability=_ICARL_KNOB),
     ApproachSpec("bic", "cil.approaches.bic:BiC", {}, "bic", needs_exemplars=True,
                  doc="FACIL's BiC: distillation, then a bias layer per task trained on held-out exemplars"),
     ApproachSpec("il2m", "cil.approaches.il2m:IL2M", {}, needs_exemplars=True,
