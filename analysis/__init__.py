@@ -9,13 +9,13 @@ Reads only the Parquet results schema of docs/results-schema.md (never torch or 
 """
 
 from analysis.errors import ResultsError
-from analysis.load import load, load_heads
+from analysis.load import load, load_epochs, load_heads
 from analysis.metrics import curves, final_forgetting, trial_metrics
 from analysis.schema import METRICS
 from analysis.summary import summary
 from analysis.table import format_table
 
-_FIGURES = ("plot_accuracy", "plot_accuracy_matrix", "plot_forgetting", "plot_head_norms")
+_FIGURES = ("plot_accuracy", "plot_accuracy_matrix", "plot_forgetting", "plot_head_norms", "plot_learning_curves")
 
 
 def __getattr__(name: str):
@@ -34,11 +34,13 @@ __all__ = [
     "final_forgetting",
     "format_table",
     "load",
+    "load_epochs",
     "load_heads",
     "plot_accuracy",
     "plot_accuracy_matrix",
     "plot_forgetting",
     "plot_head_norms",
+    "plot_learning_curves",
     "summary",
     "trial_metrics",
 ]

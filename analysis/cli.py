@@ -13,9 +13,9 @@ import pandas as pd
 
 from analysis.atomic import write_bytes
 from analysis.errors import ResultsError
-from analysis.load import find_files, load, load_heads
+from analysis.load import find_files, load, load_epochs, load_heads
 from analysis.metrics import trial_metrics
-from analysis.schema import HEADS
+from analysis.schema import EPOCHS, HEADS
 from analysis.summary import summary
 from analysis.table import FORMATS, format_table
 
@@ -114,6 +114,13 @@ def write_figures(args: argparse.Namespace, df: pd.DataFrame, out: str) -> list[
         print(f"note: head_norms.png skipped: {exc}", file=sys.stderr)
     else:
         plots["head_norms.png"] = lambda: figures.plot_head_norms(load_heads(args.results), df, by, partial)
+    try:
+        find_files(args.results, EPOCHS)
+    except ResultsError as exc:
+        print(f"note: learning_curves.png skipped: {exc}", file=sys.stderr)
+    else:
+        plots["learning_curves.png"] = lambda: figures.plot_learning_curves(load_epochs(args.results), df, by,
+                                                                            partial)
     for name, make in plots.items():
         buffer = io.BytesIO()
         make().savefig(buffer, format="png", dpi=100)

@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from analysis.errors import ResultsError
 from analysis.groups import group_keys, group_trials, labels, setting_title
 from analysis.metrics import Steps, steps
-from analysis.schema import HEAD_COLUMNS, SETTING_COLUMNS, TRIAL_KEYS
+from analysis.schema import EPOCH_COLUMNS, EPOCHS, HEAD_COLUMNS, HEADS, SETTING_COLUMNS, TERM_PREFIX, TRIAL_KEYS
 from analysis.trials import trial_codes
 
 By = str | Sequence[str] | None
@@ -257,6 +257,44 @@ def plot_forgetting(df: Frame, by: By = ("approach",), include_partial: bool = F
     return fig
 
 
+def _side_trials(side: pd.DataFrame, df: Frame | None, required: Sequence[str], what: str,
+                 row_columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, np.ndarray, np.ndarray]:
+    """The trials of a table beside task_results (heads, epochs) for ``_Groups``: per row its trial
+    code and task; the trials frame; per code its trial's index in that frame (-1: not plotted) and
+    its last task. With ``df`` the trials are task_results' (config columns, dataset/num_tasks,
+    complete); without it, the table's own columns less ``row_columns``, split by number of tasks."""
+    missing = [c for c in required if c not in side.columns]
+    if missing:
+        raise ResultsError(f"not a {what} frame: missing column(s) {', '.join(map(repr, missing))}")
+    if len(side) == 0:
+        raise ResultsError(f"the {what} frame has no rows")
+    codes, first = trial_codes(side)
+    task = side["task"].to_numpy(dtype=np.int64)
+    last = np.zeros(len(first), dtype=np.int64)
+    np.maximum.at(last, codes, task)
+    if df is not None:
+        s = prepare(df).steps
+        trials = s.trials.assign(_last=s.last)
+        info = side.iloc[first][list(TRIAL_KEYS)].reset_index(drop=True).assign(_h=np.arange(len(first)))
+        info = info.merge(trials, on=list(TRIAL_KEYS), how="inner")
+        if len(info) == 0:
+            raise ResultsError(f"no trial of {what} appears in task_results (matched on sweep, trial_id)")
+        trials = info.sort_values("_h").reset_index(drop=True)
+        last_of = np.full(len(first), -1)
+        last_of[trials["_h"].to_numpy()] = trials["_last"].to_numpy()
+        trial_of = np.full(len(first), -1)
+        trial_of[trials["_h"].to_numpy()] = np.arange(len(trials))
+        return codes, task, trials, trial_of, last_of
+    trials = side.iloc[first].drop(columns=[c for c in row_columns if c in side.columns]).reset_index(drop=True)
+    trials["dataset"] = what
+    trials["num_tasks"] = last + 1
+    # Without task_results, num_tasks is unknown: a trial that got as far as the furthest
+    # trial of its sweep counts as complete.
+    furthest = pd.Series(last).groupby(trials["sweep"].to_numpy()).transform("max").to_numpy()
+    trials["complete"] = last == furthest
+    return codes, task, trials, np.arange(len(first)), last
+
+
 def plot_head_norms(heads: pd.DataFrame, df: Frame | None = None, by: By = ("approach",),
                     include_partial: bool = False, *, ax: AxesLike = None,
                     values: Sequence[str] | str | None = None) -> Figure:
@@ -268,37 +306,8 @@ def plot_head_norms(heads: pd.DataFrame, df: Frame | None = None, by: By = ("app
     settings are split by dataset/num_tasks; without it, ``by`` must name columns of ``heads`` and
     trials are split by their number of heads.
     """
-    missing = [c for c in HEAD_COLUMNS if c not in heads.columns]
-    if missing:
-        raise ResultsError(f"not a heads frame: missing column(s) {', '.join(map(repr, missing))}")
-    if len(heads) == 0:
-        raise ResultsError("the heads frame has no rows")
-    codes, first = trial_codes(heads)
-    task = heads["task"].to_numpy(dtype=np.int64)
-    last = np.zeros(len(first), dtype=np.int64)
-    np.maximum.at(last, codes, task)
-    if df is not None:
-        s = prepare(df).steps
-        trials = s.trials.assign(_last=s.last)
-        info = heads.iloc[first][list(TRIAL_KEYS)].reset_index(drop=True).assign(_h=np.arange(len(first)))
-        info = info.merge(trials, on=list(TRIAL_KEYS), how="inner")
-        if len(info) == 0:
-            raise ResultsError("no trial of heads appears in task_results (matched on sweep, trial_id)")
-        trials = info.sort_values("_h").reset_index(drop=True)
-        last_of = np.full(len(first), -1)
-        last_of[trials["_h"].to_numpy()] = trials["_last"].to_numpy()
-        trial_of = np.full(len(first), -1)
-        trial_of[trials["_h"].to_numpy()] = np.arange(len(trials))
-    else:
-        trials = heads.iloc[first].drop(columns=["task", "head", "weight_norm", "bias_mean"])
-        trials = trials.reset_index(drop=True)
-        trials["dataset"] = "heads"
-        trials["num_tasks"] = last + 1
-        # Without task_results, num_tasks is unknown: a trial that got as far as the furthest
-        # trial of its sweep counts as complete.
-        furthest = pd.Series(last).groupby(trials["sweep"].to_numpy()).transform("max").to_numpy()
-        trials["complete"] = last == furthest
-        last_of, trial_of = last, np.arange(len(first))
+    codes, task, trials, trial_of, last_of = _side_trials(heads, df, HEAD_COLUMNS, HEADS,
+                                                          ("task", "head", "weight_norm", "bias_mean"))
     groups = _Groups(trials, by, include_partial)
     keep = (trial_of[codes] >= 0) & (task == last_of[codes])
     g = np.where(keep, groups.code[np.maximum(trial_of[codes], 0)], -1)
@@ -319,4 +328,57 @@ def plot_head_norms(heads: pd.DataFrame, df: Frame | None = None, by: By = ("app
             _legend(ax)
     if own:
         fig.suptitle(f"Heads after the last task ({_BAND_NOTE})")
+    return fig
+
+
+LEARNING_VALUES = ("train_loss", "val_loss", "val_acc_taw", "lr")
+_LEARNING_TEXT = {"train_loss": "training loss", "val_loss": "validation loss",
+                  "val_acc_taw": "validation TAw accuracy (%)", "lr": "learning rate"}
+
+
+def plot_learning_curves(epochs: pd.DataFrame, df: Frame | None = None, by: By = ("approach",),
+                         include_partial: bool = False, *, ax: AxesLike = None,
+                         values: Sequence[str] | str | None = None) -> Figure:
+    """Training curves from the epochs table (``analysis.load_epochs``): each trial's epochs of all its
+    tasks in order on one x axis (dotted lines where a new task starts, when every trial of a setting
+    agrees on it), mean ± std over the trials of a group. ``values``: panels among training loss,
+    validation loss, validation TAw accuracy, lr and any loss term column ``term.<name>`` (default the
+    first three; the training loss only when ``ax`` is a single Axes).
+
+    ``df`` (task_results) and ``by``/``include_partial`` work as in :func:`plot_head_norms`.
+    """
+    terms = tuple(c for c in epochs.columns if str(c).startswith(TERM_PREFIX))
+    row_columns = [*EPOCH_COLUMNS[EPOCH_COLUMNS.index("task"):], *terms]
+    codes, task, trials, trial_of, _ = _side_trials(epochs, df, EPOCH_COLUMNS, EPOCHS, row_columns)
+    groups = _Groups(trials, by, include_partial)
+    keep = trial_of[codes] >= 0
+    g = np.where(keep, groups.code[np.maximum(trial_of[codes], 0)], -1)
+    epoch = epochs["epoch"].to_numpy(dtype=np.int64)
+    order = np.lexsort((epoch, task, codes))
+    running = np.empty(len(epochs), dtype=np.int64)  # the epoch's place in its trial's whole run
+    running[order] = pd.Series(codes[order]).groupby(codes[order]).cumcount().to_numpy() + 1
+    chosen = values if values is not None or ax is not None else LEARNING_VALUES[:3]
+    fig, axes, values, own = _grid(ax, len(groups.settings), (*LEARNING_VALUES, *terms), chosen,
+                                   "plot_learning_curves")
+    for row, setting in enumerate(groups.settings):
+        in_setting = (g >= 0) & np.isin(g, [i for i, s in enumerate(groups.setting_of) if s == row])
+        starts = pd.DataFrame({"c": codes, "t": task, "x": running})[in_setting & (epoch == 1) & (task > 0)]
+        bounds = starts.groupby("t")["x"].nunique()
+        for col, name in enumerate(values):
+            ax = axes[row, col]
+            value = epochs[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            _draw(ax, _bands(g, running, value), groups, row, scale=100.0 if name == "val_acc_taw" else 1.0)
+            if (bounds == 1).all():
+                for x in starts.groupby("t")["x"].first():
+                    ax.axvline(x - 0.5, color="0.6", linestyle=":", linewidth=1)
+            if name == "lr":
+                ax.set_yscale("log")
+            text = _LEARNING_TEXT.get(name, f"loss term {name[len(TERM_PREFIX):]}")
+            title = setting_title(*setting) if df is not None else f"{setting[1]} tasks"
+            ax.set_title(f"{title}: {text}")
+            ax.set_xlabel("epoch (all tasks in order)")
+            ax.set_ylabel(text)
+            _legend(ax)
+    if own:
+        fig.suptitle(f"Learning curves ({_BAND_NOTE})")
     return fig

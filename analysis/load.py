@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from analysis.errors import ResultsError
 from analysis.schema import (
+    EPOCHS,
     HEADS,
     INTEGER_COLUMNS,
     NUMERIC_COLUMNS,
@@ -59,6 +60,19 @@ def load_heads(path: PathLike, filesystem: pafs.FileSystem | None = None) -> pd.
     _fail_rows(df, (task < 0) | (head < 0) | (head > task), files, file_of_row,
                "needs 0 <= head <= task")
     df, _, _ = drop_duplicates(df, *trial_codes(df), ROW_KEYS[HEADS], HEADS)
+    return df
+
+
+def load_epochs(path: PathLike, filesystem: pafs.FileSystem | None = None) -> pd.DataFrame:
+    """All ``epochs`` rows under ``path``: one per trained epoch of each (trial, task), with the training
+    loss, each loss term's mean (``term.<name>``; null in tasks without that term), the validation
+    loss and task-aware accuracy, the lr and the epoch's seconds. Readable while a sweep runs."""
+    df, files, file_of_row = _read(path, EPOCHS, filesystem)
+    _check_not_null(df, ("sweep", "trial_id", "task", "epoch"), files, file_of_row)
+    task = df["task"].to_numpy(dtype=np.int64)
+    epoch = df["epoch"].to_numpy(dtype=np.int64)
+    _fail_rows(df, (task < 0) | (epoch < 1), files, file_of_row, "needs task >= 0 and epoch >= 1")
+    df, _, _ = drop_duplicates(df, *trial_codes(df), ROW_KEYS[EPOCHS], EPOCHS)
     return df
 
 

@@ -5,23 +5,28 @@ Kept in one place so the loader, the metrics and the synthetic writer cannot dri
 
 from __future__ import annotations
 
+# The epochs table's names are cil's own (cil.results is torch-free): one definition for writer and reader.
+from cil.results import EPOCH_COLUMNS, EPOCHS, TERM_PREFIX  # noqa: F401 - TERM_PREFIX: for readers
+
 TASK_RESULTS = "task_results"
 HEADS = "heads"
-TABLES = (TASK_RESULTS, HEADS)
+TABLES = (TASK_RESULTS, HEADS, EPOCHS)
 
 TASK_COLUMNS = ("sweep", "trial_id", "approach", "seed", "dataset", "num_tasks", "network", "task",
                 "eval_task", "classes_seen", "acc_taw", "acc_tag", "forg_taw", "forg_tag", "train_seconds")
 HEAD_COLUMNS = ("sweep", "trial_id", "approach", "seed", "task", "head", "weight_norm", "bias_mean")
-REQUIRED = {TASK_RESULTS: TASK_COLUMNS, HEADS: HEAD_COLUMNS}
+REQUIRED = {TASK_RESULTS: TASK_COLUMNS, HEADS: HEAD_COLUMNS, EPOCHS: EPOCH_COLUMNS}
 
 # Columns that must hold integers, and columns that must hold numbers (checked per file).
-INTEGER_COLUMNS = {TASK_RESULTS: ("num_tasks", "task", "eval_task"), HEADS: ("task", "head")}
+INTEGER_COLUMNS = {TASK_RESULTS: ("num_tasks", "task", "eval_task"), HEADS: ("task", "head"),
+                   EPOCHS: ("task", "epoch")}
 NUMERIC_COLUMNS = {
     TASK_RESULTS: ("classes_seen", "acc_taw", "acc_tag", "forg_taw", "forg_tag", "train_seconds"),
     HEADS: ("weight_norm", "bias_mean"),
+    EPOCHS: ("train_loss", "val_loss", "val_acc_taw", "lr", "seconds"),
 }
 # A row is identified by the trial plus these columns: a reader keeps one row per key.
-ROW_KEYS = {TASK_RESULTS: ("task", "eval_task"), HEADS: ("task", "head")}
+ROW_KEYS = {TASK_RESULTS: ("task", "eval_task"), HEADS: ("task", "head"), EPOCHS: ("task", "epoch")}
 TRIAL_KEYS = ("sweep", "trial_id")
 
 # Columns of task_results that change from row to row inside one trial; every other column

@@ -76,7 +76,8 @@ def drop_duplicates(df: pd.DataFrame, codes: np.ndarray, first: np.ndarray, keys
     return (df, *trial_codes(df))
 
 
-_VALUE_COLUMNS = ("acc_taw", "acc_tag", "forg_taw", "forg_tag", "classes_seen", "weight_norm", "bias_mean")
+_VALUE_COLUMNS = ("acc_taw", "acc_tag", "forg_taw", "forg_tag", "classes_seen", "weight_norm", "bias_mean",
+                  "train_loss", "val_loss", "val_acc_taw", "lr")
 
 
 def _copies_only(df: pd.DataFrame, key: np.ndarray) -> bool:

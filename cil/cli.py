@@ -13,15 +13,14 @@ import sys
 import time
 from typing import Any
 
-import torch
 import yaml
 
-from cil import metrics
 from cil.approaches.registry import SPECS, section_flags, section_users
 from cil.config import DEFAULT_NETWORKS, ConfigError, ExperimentConfig, flatten
-from cil.data import DataError
-from cil.results import compact_trial, write_task
-from cil.run import run
+from cil.results import EPOCHS, compact_trial, write_task
+
+# torch (and every module that imports it) is imported when a run starts, not here: ``cil --help`` and
+# the parser work in a light install without torch.
 
 # FACIL flag -> dotted config key. Flags default to None so only the ones given override the config.
 FLAGS: dict[str, tuple[str, type]] = {
@@ -64,9 +63,6 @@ SWITCHES: dict[str, str] = {
 # FACIL flags without a config key. Accepted ones print a note and change nothing; refused ones stop the
 # run before any work, saying what replaces them. name -> (argparse keywords, accepted?, message).
 FACIL_ONLY_FLAGS: dict[str, tuple[dict[str, Any], bool, str]] = {
-    "--log": ({"nargs": "*", "choices": ["disk", "tensorboard"], "metavar": "LOGGER"}, True,
-              "progress is printed and results are written as Parquet under --results-path (read them with "
-              "python -m analysis); there is no TensorBoard logger"),
     "--num-workers": ({"type": int}, True,
                       "there are no DataLoader workers: a task's images sit on the device as one tensor "
                       "(data.on_device) and batches are augmented there"),
@@ -87,6 +83,10 @@ FACIL_ONLY_FLAGS: dict[str, tuple[dict[str, Any], bool, str]] = {
     "--pretrained": ({"action": "store_const", "const": True}, False,
                      "networks are trained from scratch (model.network); pretrained backbones are not supported"),
 }
+
+
+LOGGERS = ("disk", "tensorboard")
+TENSORBOARD_DIR = "tensorboard"
 
 
 def _dest(flag: str) -> str:
@@ -159,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (every dotted key, as YAML) and exit without training")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    p.add_argument("--log", nargs="*", choices=LOGGERS, default=["disk"], metavar="LOGGER",
+                   help=f"FACIL's loggers: disk = the Parquet tables under --results-path (always written, "
+                        f"{EPOCHS}/ holds the per-epoch curves); tensorboard = also TensorBoard event files "
+                        f"in <results-path>/<exp-name>/{TENSORBOARD_DIR}/<trial> (needs tensorboardX) "
+                        f"(choices: {', '.join(LOGGERS)}; default: disk)")
     facil = p.add_argument_group("FACIL flags without a counterpart here (accepted with a note, or refused "
                                  "with what replaces them)")
     for flag, (kwargs, accepted, message) in FACIL_ONLY_FLAGS.items():
@@ -174,10 +179,10 @@ def facil_flag_messages(args: argparse.Namespace) -> tuple[list[str], list[str]]
         value = getattr(args, _dest(flag))
         if value is None:
             continue
-        if accepted and not (flag == "--log" and "tensorboard" in value):
+        if accepted:
             notes.append(f"{flag} has no effect here: {message}")
         else:
-            errors.append(f"{flag} tensorboard is not supported: {message}" if accepted else f"{flag}: {message}")
+            errors.append(f"{flag}: {message}")
     return notes, errors
 
 
@@ -200,7 +205,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
             raise ConfigError(f"--datasets {' '.join(args.datasets)}: give exactly one dataset per run")
         values["data.dataset"] = args.datasets[0]
     if args.gpu is not None and args.device is None:
-        values["run.device"] = f"cuda:{args.gpu}" if torch.cuda.is_available() else "cpu"
+        values["run.device"] = f"cuda:{args.gpu}" if _cuda_available() else "cpu"
     if args.approach is not None:
         values["approach"] = args.approach
     approach = values.get("approach", ExperimentConfig.__dataclass_fields__["approach"].default)
@@ -222,6 +227,12 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return ExperimentConfig.from_dict(values)
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _check_writable_dir(path: str) -> None:
     """Fail before training, not after the first task, when the results can never be written."""
     probe = path
@@ -236,7 +247,7 @@ def _check_writable_dir(path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     notes, errors = facil_flag_messages(args)
-    if args.gpu is not None and args.device is None and not torch.cuda.is_available():
+    if args.gpu is not None and args.device is None and not _cuda_available():
         notes.append(f"--gpu {args.gpu}: CUDA is not available, running on the CPU (as FACIL does)")
     if errors:
         print("error: " + "\n  ".join(errors), file=sys.stderr)
@@ -254,18 +265,34 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from cil import metrics
+    from cil.data import DataError
+    from cil.run import run
+
     exp_name = args.exp_name or f"{cfg.data.dataset}_{cfg.approach}"
     results_dir = os.path.join(results_root, exp_name, "results")
     trial_id = f"{cfg.approach}-s{cfg.run.seed}-{cfg.fingerprint()}"
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
     print(f"experiment {exp_name} / {trial_id} on {device}", flush=True)
+    tensorboard = None
+    if "tensorboard" in args.log:
+        from cil.extras import MissingExtraError
+        from cil.tensorboard_log import TensorBoardLog
+
+        try:
+            tensorboard = TensorBoardLog(os.path.join(results_root, exp_name, TENSORBOARD_DIR, trial_id))
+        except MissingExtraError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     start = time.perf_counter()
     try:
         for result in run(cfg, log=log):
             t = result.task
             tag = {"sweep": exp_name, "trial_id": trial_id}
             write_task([tag | r for r in result.task_rows], [tag | r for r in result.head_rows],
-                       results_dir, trial_id, t)
+                       results_dir, trial_id, t, [tag | r for r in result.epoch_rows])
+            if tensorboard is not None:
+                tensorboard.write_task(t, result.epoch_rows, result.task_rows, result.metrics)
             m = result.metrics
             print(f"task {t}: TAw {100 * m['avg_acc_taw']:.1f}%  TAg {100 * m['avg_acc_tag']:.1f}%  "
                   f"forg TAg {100 * m['forg_tag']:.1f}%  ({m['train_seconds']:.1f}s)", flush=True)
@@ -273,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if tensorboard is not None:
+            tensorboard.close()
     compact_trial(results_dir, trial_id)
     print("=" * 60)
     for name, mat in (("TAw Acc", last.acc_taw), ("TAg Acc", last.acc_tag)):

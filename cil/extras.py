@@ -14,7 +14,7 @@ import sys
 DIST = "cil-sweeps"
 # Top-level module -> the extra that installs it.
 EXTRA_OF = {"torch": "cil", "torchvision": "cil", "sklearn": "cil", "PIL": "cil", "ray": "tune",
-            "optuna": "tune", "mlflow": "mlflow", "wandb": "wandb"}
+            "optuna": "tune", "mlflow": "mlflow", "wandb": "wandb", "tensorboardX": "tensorboard"}
 
 
 class MissingExtraError(ImportError):

@@ -25,9 +25,15 @@ from cil.errors import PermanentError
 
 TASK_RESULTS = "task_results"
 HEADS = "heads"
+EPOCHS = "epochs"
+TABLES = (TASK_RESULTS, HEADS, EPOCHS)
 TASK_COLUMNS = ("sweep", "trial_id", "approach", "seed", "dataset", "num_tasks", "network", "task",
                 "eval_task", "classes_seen", "acc_taw", "acc_tag", "forg_taw", "forg_tag", "train_seconds")
 HEAD_COLUMNS = ("sweep", "trial_id", "approach", "seed", "task", "head", "weight_norm", "bias_mean")
+# One row per trained epoch; each loss term's epoch mean is a further column named TERM_PREFIX + term.
+EPOCH_COLUMNS = ("sweep", "trial_id", "approach", "seed", "task", "epoch", "train_loss", "val_loss", "val_acc_taw",
+                 "lr", "seconds", "train_eval_loss", "train_eval_acc_taw")
+TERM_PREFIX = "term."
 
 
 # OSErrors of a storage that refuses writes: a retry cannot fix them (errno, or the text pyarrow and
@@ -81,16 +87,19 @@ def write_parquet(table: pa.Table, path: str, filesystem: pafs.FileSystem | None
 
 def write_table(rows: list[dict[str, Any]], results_dir: str, table: str, file_stem: str) -> str:
     """Write ``rows`` as ``<results_dir>/<table>/<file_stem>.parquet`` atomically; return its path."""
-    if table not in (TASK_RESULTS, HEADS):
-        raise ValueError(f"table = {table!r} is not valid: use {TASK_RESULTS!r} or {HEADS!r}")
+    if table not in TABLES:
+        raise ValueError(f"table = {table!r} is not valid: use one of {', '.join(map(repr, TABLES))}")
     fs, base = resolve(results_dir)
     return write_parquet(pa.Table.from_pylist(rows), join(base, table, f"{file_stem}.parquet"), fs)
 
 
 def write_task(task_rows: list[dict[str, Any]], head_rows: list[dict[str, Any]], results_dir: str,
-               trial_id: str, task: int) -> None:
-    """One trained task's rows of both tables, under file names keyed by (trial_id, task)."""
+               trial_id: str, task: int, epoch_rows: list[dict[str, Any]] | None = None) -> None:
+    """One trained task's rows of every table, under file names keyed by (trial_id, task). The epochs
+    file is written before the others, so a trial's task_results row never precedes its curve."""
     stem = f"{trial_id}_t{task:03d}"
+    if epoch_rows:
+        write_table(epoch_rows, results_dir, EPOCHS, stem)
     write_table(task_rows, results_dir, TASK_RESULTS, stem)
     write_table(head_rows, results_dir, HEADS, stem)
 
@@ -102,7 +111,7 @@ ROW_KEY = ("trial_id", "task")   # rows of a newer file replace an older file's 
 
 def _merge_files(results_dir: str, keep: Callable[[str], bool], target: Callable[[], str],
                  include_target: bool = False) -> int:
-    """In both tables, merge the files whose name ``keep`` accepts into one named ``target()``, then
+    """In every table, merge the files whose name ``keep`` accepts into one named ``target()``, then
     delete them; return how many files were replaced.
 
     Crash-safe without an atomic multi-file rename: the merged rows are first written under a hidden
@@ -114,7 +123,7 @@ def _merge_files(results_dir: str, keep: Callable[[str], bool], target: Callable
     """
     fs, base = resolve(results_dir)
     replaced = 0
-    for table in (TASK_RESULTS, HEADS):
+    for table in TABLES:
         folder = join(base, table)
         finish_pending_merges(fs, folder)
         infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
@@ -181,7 +190,7 @@ def discard_tasks_from(results_dir: str, trial_id: str, first_task: int, num_tas
     so it is cheap on object stores; returns how many files it rewrote or deleted."""
     fs, base = resolve(results_dir)
     changed = 0
-    for table in (TASK_RESULTS, HEADS):
+    for table in TABLES:
         folder = join(base, table)
         merged, pending = join(folder, f"{trial_id}.parquet"), join(folder, f"{PENDING_PREFIX}{trial_id}.parquet")
         parts = [join(folder, f"{trial_id}_t{t:03d}.parquet") for t in range(first_task, num_tasks)]
@@ -217,8 +226,8 @@ def compact_results(results_dir: str, trial_ids: Collection[str] | None = None) 
     """Merge finished trials' files (``<trial_id>.parquet``, written by :func:`compact_trial`) into one
     ``merged-<id>.parquet`` per table; return how many files it replaced.
 
-    Run at the end of a sweep, so that analysing a sweep of 100,000 trials reads two big files, not
-    200,000 small ones. ``trial_ids``: only these trials' files (the driver passes the trials Tune
+    Run at the end of a sweep, so that analysing a sweep of 100,000 trials reads one big file per table,
+    not 100,000 small ones per table. ``trial_ids``: only these trials' files (the driver passes the trials Tune
     finished; a trial interrupted after merging its own files may still be resumed). Per-task files
     of unfinished trials are always left alone.
     """

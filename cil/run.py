@@ -24,6 +24,7 @@ from cil.data import Dataset, Scenario, load_dataset, make_scenario
 from cil.gridsearch import GridSearch, TaskSearch
 from cil.memory import ExemplarMemory
 from cil.networks import IncrementalNet, make_backbone
+from cil.results import TERM_PREFIX
 from cil.training import FitReport, Trainer, frozen_copy
 
 STATE_VERSION = 2  # 2: the approach's own state ("approach") joined the model and the memory
@@ -45,6 +46,7 @@ class TaskResult:
     #: the accuracy matrices of an approach's other score sets, by column name (``acc_taw_heads``)
     acc_other: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     gridsearch: TaskSearch | None = field(default=None, repr=False)
+    epoch_rows: list[dict[str, Any]] = field(default_factory=list)  # the epochs table: one row per epoch
 
 
 class DeviceScenario:
@@ -202,7 +204,19 @@ def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
         result = _task_result(cfg, flat, exp, t, acc_taw, acc_tag, acc_other, seconds,
                               time.perf_counter() - eval_start, search, chosen)
         result.fit = report
+        result.epoch_rows = epoch_rows(cfg, t, report)
         yield result
+
+
+def epoch_rows(cfg: ExperimentConfig, t: int, report: FitReport) -> list[dict[str, Any]]:
+    """Task t's rows of the epochs table (cil.results.EPOCH_COLUMNS), one per epoch of its FitReport;
+    each loss term's mean is a column ``term.<name>``."""
+    ident = {"approach": cfg.approach, "seed": cfg.run.seed, "task": t}
+    return [ident | {"epoch": r.epoch, "train_loss": r.train_loss, "val_loss": r.val_loss,
+                     "val_acc_taw": r.val_acc_taw, "lr": r.lr, "seconds": r.seconds,
+                     "train_eval_loss": r.train_eval_loss, "train_eval_acc_taw": r.train_eval_acc_taw}
+            | {TERM_PREFIX + name: value for name, value in r.terms.items()}
+            for r in report.records]
 
 
 def _task_result(cfg: ExperimentConfig, flat: dict[str, Any], exp: Experiment, t: int, acc_taw: np.ndarray,

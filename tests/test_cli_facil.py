@@ -48,11 +48,11 @@ def test_print_config_shows_the_resolved_network(capsys, dataset, network):
 
 
 def test_accepted_facil_flags_print_notes_and_change_nothing(capsys):
-    assert main(["--log", "disk", "--num-workers", "4", "--pin-memory", "True", "--last-layer-analysis",
+    assert main(["--num-workers", "4", "--pin-memory", "True", "--last-layer-analysis",
                  "--no-cudnn-deterministic", "--print-config"]) == 0
     out = capsys.readouterr()
     assert yaml.safe_load(out.out) == ExperimentConfig().to_flat()
-    for flag in ("--log", "--num-workers", "--pin-memory", "--last-layer-analysis", "--no-cudnn-deterministic"):
+    for flag in ("--num-workers", "--pin-memory", "--last-layer-analysis", "--no-cudnn-deterministic"):
         assert f"note: {flag} has no effect here" in out.err
 
 
@@ -66,9 +66,13 @@ def test_refused_facil_flags_say_what_replaces_them_before_any_work(tmp_path, ca
     assert not (tmp_path / "res").exists()
 
 
-def test_tensorboard_logging_is_refused(capsys):
-    assert main(["--log", "disk", "tensorboard", "--print-config"]) == 2
-    assert "--log tensorboard is not supported" in capsys.readouterr().err
+def test_log_flag_takes_facil_loggers_without_a_note(capsys):
+    assert main(["--log", "disk", "tensorboard", "--print-config"]) == 0
+    assert "note" not in capsys.readouterr().err
+    assert build_parser().parse_args([]).log == ["disk"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--log", "wandb"])
+    assert "invalid choice: 'wandb'" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a machine without CUDA")

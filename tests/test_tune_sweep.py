@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from cil.config import ExperimentConfig
-from cil.results import HEAD_COLUMNS, TASK_COLUMNS
+from cil.results import EPOCH_COLUMNS, HEAD_COLUMNS, TASK_COLUMNS
 from tune.paths import SweepError, SweepPaths
 from tune.spec import parse_spec
 from tune.sweep import run_sweep
@@ -79,6 +79,9 @@ def test_grid_sweep_writes_one_row_per_trial_task_eval_task(grid_sweep) -> None:
     heads = read(paths, "heads")
     assert set(HEAD_COLUMNS) <= set(heads.columns) and len(heads) == 4 * 3
     assert not heads.duplicated(["trial_id", "task", "head"]).any()
+    epochs = read(paths, "epochs")  # the training curves: every epoch of every task of every trial
+    assert set(EPOCH_COLUMNS) <= set(epochs.columns) and len(epochs) == 4 * 2 * FAST["train.nepochs"]
+    assert set(epochs["trial_id"]) == trial_ids and not epochs.duplicated(["trial_id", "task", "epoch"]).any()
 
 
 def test_a_sweep_name_is_not_reused_without_resume(grid_sweep) -> None:

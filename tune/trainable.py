@@ -81,7 +81,7 @@ def _train(config: dict[str, Any], sweep: str, results_dir: str, ray_id: str, gp
         for (trial_id, _), r in zip(runs, results, strict=True):
             tag = {"sweep": sweep, "trial_id": trial_id}
             write_task([tag | row for row in r.task_rows], [tag | row for row in r.head_rows],
-                       results_dir, trial_id, r.task)
+                       results_dir, trial_id, r.task, [tag | row for row in r.epoch_rows])
         with tempfile.TemporaryDirectory() as d:
             torch.save({"states": [r.state for r in results]}, os.path.join(d, STATE_FILE))
             tune.report(seed_mean(results), checkpoint=tune.Checkpoint.from_directory(d))
