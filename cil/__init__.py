@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_LAZY = {"ConfigError": "cil.config", "ExperimentConfig": "cil.config", "TaskResult": "cil.run", "run": "cil.run"}
+_LAZY = {"ConfigError": "cil.config", "ExperimentConfig": "cil.config", "TaskResult": "cil.loop", "run": "cil.loop"}
 
 __all__ = list(_LAZY)
 

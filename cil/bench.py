@@ -21,7 +21,7 @@ import torch
 from cil.approaches.base import TaskContext
 from cil.config import ConfigError, ExperimentConfig
 from cil.data import DataError
-from cil.run import Experiment
+from cil.loop import Experiment
 
 
 def _sync(device: torch.device) -> None:

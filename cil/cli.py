@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from cil import metrics
     from cil.data import DataError
-    from cil.run import run
+    from cil.loop import run
 
     exp_name = args.exp_name or f"{cfg.data.dataset}_{cfg.approach}"
     results_dir = os.path.join(results_root, exp_name, "results")

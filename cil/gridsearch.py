@@ -39,7 +39,7 @@ from cil.config import ExperimentConfig, GridSearchConfig
 from cil.memory import ExemplarMemory
 
 if TYPE_CHECKING:
-    from cil.run import Experiment
+    from cil.loop import Experiment
 
 #: generator streams of the candidate trainings (see TaskContext.new_generator)
 LR_STREAM = 101

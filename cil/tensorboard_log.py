@@ -39,7 +39,7 @@ class TensorBoardLog:
 
     def write_task(self, task: int, epoch_rows: list[dict[str, Any]], task_rows: list[dict[str, Any]],
                    summary: dict[str, Any]) -> None:
-        """Task ``task``'s scalars (rows as cil.run.TaskResult holds them), flushed to disk."""
+        """Task ``task``'s scalars (rows as cil.loop.TaskResult holds them), flushed to disk."""
         add = self.writer.add_scalar
         for row in epoch_rows:
             step = int(row["epoch"])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import cil.run as run_module
+import cil.loop as run_module
 from cil.approaches.base import Approach
 from cil.config import ExperimentConfig
-from cil.run import run
+from cil.loop import run
 
 
 class StepCounter(Approach):

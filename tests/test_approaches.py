@@ -9,13 +9,13 @@ import itertools
 import pytest
 import torch
 
-from cil import ExperimentConfig, run  # before anything imports cil.run: that would shadow cil's lazy `run`
+from cil import ExperimentConfig, run
 from cil.approaches import APPROACHES, SPECS, approach_class
 from cil.approaches.base import Approach, Loss, Step, TaskContext
 from cil.approaches.registry import SECTIONS, section_users
 from cil.config import valid_keys
 
-run_module = importlib.import_module("cil.run")  # the module, whatever the package attribute `run` holds
+run_module = importlib.import_module("cil.loop")
 FAST = {"data.dataset": "digits", "data.num_tasks": 2, "model.network": "convnet", "train.nepochs": 2,
         "train.warmup_nepochs": 1, "memory.num_exemplars": 20, "run.device": "cpu", "approach": "lwf"}
 
@@ -213,7 +213,7 @@ def test_registry_is_the_one_list_of_approaches():
 @pytest.mark.parametrize("with_exemplars", [True, False])
 def test_bce_pred_with_exemplars_switch(with_exemplars):
     """Ours keeps the prediction BCE once exemplars are stored; `false` drops it, as the paper's lwf-br2."""
-    from cil.run import Experiment
+    from cil.loop import Experiment
 
     cfg = ExperimentConfig.from_dict(FAST | {"approach": "lwf-br2", "train.warmup_nepochs": 0, "train.nepochs": 1,
                                              "loss.bce_pred_with_exemplars": with_exemplars})

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from cil.approaches.base import Step
 from cil.approaches.bic import BiC, exemplar_quotas
 from cil.config import ConfigError, ExperimentConfig
+from cil.loop import Experiment, run
 from cil.memory import ExemplarMemory
-from cil.run import Experiment, run
 
 FAST = {"approach": "bic", "data.dataset": "digits", "data.num_tasks": 3, "model.network": "convnet",
         "train.nepochs": 1, "memory.num_exemplars": 60, "bic.num_bias_epochs": 30, "run.device": "cpu"}

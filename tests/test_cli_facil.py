@@ -3,9 +3,6 @@
 import pytest
 import yaml
 
-# Bind the lazy ``cil.run`` (the function) before cil.cli imports the submodule of the same name: a first
-# import of the submodule would leave ``from cil import run`` returning the module in this process.
-from cil import run as _run  # noqa: F401, I001
 from cil.cli import FACIL_ONLY_FLAGS, build_parser, main
 from cil.config import ExperimentConfig
 

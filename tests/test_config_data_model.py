@@ -13,7 +13,7 @@ def test_augment_defaults_to_facil_and_bad_modes_name_the_valid_ones():
 
 
 def test_experiment_trains_with_the_configured_augmentation():
-    from cil.run import Experiment
+    from cil.loop import Experiment
 
     cfg = ExperimentConfig.from_dict({"data.dataset": "synthetic", "data.augment": "none", "run.device": "cpu"})
     assert not Experiment(cfg).dataset.augment.active

@@ -11,7 +11,7 @@ import torch
 from cil.approaches.base import task_seed
 from cil.approaches.dmc import DoubleDistillation, match_channels, reinitialise
 from cil.config import ConfigError, ExperimentConfig
-from cil.run import Experiment, run
+from cil.loop import Experiment, run
 from cil.training import frozen_copy
 
 CFG = {"approach": "dmc", "data.dataset": "digits", "data.num_tasks": 2, "model.network": "convnet",

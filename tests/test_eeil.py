@@ -11,7 +11,7 @@ import torch
 from cil.approaches.base import Step
 from cil.approaches.eeil import EEIL, softmax_bce
 from cil.config import ExperimentConfig
-from cil.run import Experiment, run
+from cil.loop import Experiment, run
 from cil.training import Trainer
 
 CFG = {"approach": "eeil", "data.dataset": "digits", "data.num_tasks": 3, "model.network": "convnet",

@@ -7,8 +7,8 @@ import torch
 
 from cil import ExperimentConfig, run
 from cil.config import ConfigError
+from cil.loop import Experiment
 from cil.metrics import task_accuracies
-from cil.run import Experiment
 
 FAST = {"approach": "finetuning", "data.dataset": "digits", "data.num_tasks": 2, "model.network": "convnet",
         "train.nepochs": 2, "train.lr_patience": 2, "run.device": "cpu"}

@@ -18,7 +18,7 @@ from cil import ExperimentConfig, run
 from cil.approaches.registry import SECTIONS, SPECS
 from cil.config import _LEAVES, ConfigError, GridSearchConfig
 from cil.gridsearch import COLUMNS, decay_knob, finetuning_config, lr_candidates, pick_lr
-from cil.run import Experiment
+from cil.loop import Experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {"data.dataset": "digits", "model.network": "convnet", "train.nepochs": 1, "train.lr_patience": 1,

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from cil.approaches.icarl import class_means, distill_bce, nme_scores
 from cil.config import ExperimentConfig
-from cil.run import Experiment, run
+from cil.loop import Experiment, run
 
 FAST = {"approach": "icarl", "data.dataset": "digits", "data.num_tasks": 3, "model.network": "convnet",
         "train.nepochs": 1, "memory.num_exemplars": 30, "run.device": "cpu"}

@@ -8,7 +8,7 @@ import torch
 from cil.approaches.base import Step
 from cil.approaches.il2m import IL2M
 from cil.config import ExperimentConfig
-from cil.run import Experiment, run
+from cil.loop import Experiment, run
 
 FAST = {"approach": "il2m", "data.dataset": "digits", "data.num_tasks": 3, "model.network": "convnet",
         "train.nepochs": 1, "memory.num_exemplars": 30, "run.device": "cpu"}

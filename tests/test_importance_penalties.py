@@ -20,9 +20,9 @@ from cil.approaches.importance import (
     output_norm,
 )
 from cil.config import ConfigError, ExperimentConfig
+from cil.loop import run
 from cil.memory import ExemplarMemory
 from cil.networks import IncrementalNet
-from cil.run import run
 
 FAST = {"data.dataset": "digits", "data.num_tasks": 3, "model.network": "convnet", "train.nepochs": 1,
         "train.batch_size": 128, "run.device": "cpu"}
@@ -314,7 +314,7 @@ def test_rwalk_fisher_and_scores_are_non_negative_and_averaged_over_tasks(tmp_pa
 @pytest.mark.parametrize("num_samples, expected", [(-1, "full"), (100, 100), (129, 128), (10**6, "all")])
 def test_importance_pass_sample_counts(num_samples, expected):
     from cil.approaches.importance import importance_batches
-    from cil.run import Experiment
+    from cil.loop import Experiment
 
     exp = Experiment(ExperimentConfig.from_dict(FAST | {"approach": "ewc", "train.batch_size": 64}))
     ctx = exp.begin_task(0)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from cil import ExperimentConfig, losses, run
 from cil.config import ConfigError
+from cil.loop import Experiment
 from cil.networks import CosineLinear
-from cil.run import Experiment
 
 FAST = {"data.dataset": "digits", "data.num_tasks": 3, "model.network": "convnet", "train.nepochs": 2,
         "train.lr_patience": 1, "run.device": "cpu", "memory.num_exemplars": 30, "approach": "lucir"}

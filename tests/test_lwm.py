@@ -12,8 +12,8 @@ import torch
 from cil.approaches.lwm import attention_distillation, grad_cam, resolve_layer
 from cil.approaches.registry import LOSS_WEIGHT_NAMES, SPECS
 from cil.config import ConfigError, ExperimentConfig
+from cil.loop import Experiment
 from cil.networks import make_backbone
-from cil.run import Experiment
 
 CFG = {"approach": "lwm", "data.dataset": "digits", "data.num_tasks": 2, "model.network": "convnet",
        "train.nepochs": 1, "run.device": "cpu"}

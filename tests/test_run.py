@@ -9,8 +9,8 @@ import torch
 
 from cil.approaches import APPROACHES, SPECS
 from cil.config import ExperimentConfig
+from cil.loop import run
 from cil.results import write_task
-from cil.run import run  # not `from cil import run`: once any test imports the cil.run module, cil.run is that module
 
 FAST = {"data.dataset": "digits", "data.num_tasks": 5, "model.network": "convnet", "train.nepochs": 4,
         "train.lr_patience": 2, "run.device": "cpu"}
@@ -168,7 +168,7 @@ def test_warmup_with_exemplars_runs_on_the_new_task_only():
 def test_bf16_autocast_path_of_cuda_runs_on_cpu():
     """The trainer's CUDA path uses bf16 autocast; run the same code under CPU autocast so the loss
     terms, the old model's forward and the accuracy counts are exercised with bf16 logits here too."""
-    from cil.run import Experiment
+    from cil.loop import Experiment
 
     cfg = _cfg(approach="lwf-bsr", **{"data.num_tasks": 2, "train.nepochs": 2, "loss.w_bce_pred": 1.0})
     exp = Experiment(cfg)

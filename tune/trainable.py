@@ -25,6 +25,7 @@ from ray import tune
 
 from cil.config import ExperimentConfig
 from cil.errors import PermanentError
+from cil.loop import TaskResult, run
 from cil.results import (
     StorageError,
     compact_trial,
@@ -34,7 +35,6 @@ from cil.results import (
     resolve,
     write_task,
 )
-from cil.run import TaskResult, run
 from tune.spec import SEEDS_KEY
 
 STATE_FILE = "cil_state.pt"
