@@ -241,6 +241,7 @@ def _task_result(cfg: ExperimentConfig, flat: dict[str, Any], exp: Experiment, t
         "avg_inc_acc_tag": metrics.average_incremental_accuracy(acc_tag, t),
         "forg_taw": metrics.average_forgetting(forg_taw, t), "forg_tag": metrics.average_forgetting(forg_tag, t),
         "train_seconds": seconds[t], "eval_seconds": eval_seconds, "num_tasks": exp.scenario.num_tasks,
+        "last_task": (cfg.run.stop_at_task or exp.scenario.num_tasks) - 1,  # the run ends after it
     }
     state = {
         "version": STATE_VERSION, "config": {k: v for k, v in flat.items()}, "next_task": t + 1,

@@ -118,3 +118,12 @@ def test_stop_at_task_outside_the_scenario_is_a_config_error(value):
     with pytest.raises(ConfigError, match=rf"run.stop_at_task = {value} is not valid: must be in \[0, "
                                           r"data.num_tasks = 2\]"):
         ExperimentConfig.from_dict(FAST | {"run.stop_at_task": value})
+
+
+def test_a_sweep_trial_stopped_early_reports_its_last_task_as_final():
+    """Tune's searcher and ASHA read ``final_task``: with run.stop_at_task it is the stop, not num_tasks."""
+    from tune.trainable import seed_mean
+
+    cfg = ExperimentConfig.from_dict(FAST | {"data.num_tasks": 3, "run.stop_at_task": 2, "train.nepochs": 1})
+    reports = [seed_mean((r,)) for r in run(cfg)]
+    assert [r["final_task"] for r in reports] == [False, True] and reports[-1]["num_tasks"] == 3

@@ -139,14 +139,14 @@ def seed_mean(results: tuple[TaskResult, ...]) -> dict[str, Any]:
     first = results[0].metrics
     out: dict[str, Any] = {}
     for key, value in first.items():
-        if key in ("task", "classes_seen", "num_tasks"):
+        if key in ("task", "classes_seen", "num_tasks", "last_task"):
             out[key] = value
         elif key.endswith("_seconds"):
             out[key] = float(sum(r.metrics[key] for r in results))
         elif isinstance(value, int | float):
             out[key] = float(sum(r.metrics[key] for r in results) / len(results))
     out["tasks_done"] = int(first["task"]) + 1
-    out["final_task"] = out["tasks_done"] == int(first.get("num_tasks", -1))
+    out["final_task"] = int(first["task"]) == int(first["last_task"])  # run.stop_at_task may end it early
     out["seeds"] = len(results)
     return out
 
