@@ -136,7 +136,8 @@ def test_installs_into_a_fresh_venv(tmp_path, editable) -> None:
 @pytest.mark.slow
 def test_the_analysis_extra_alone_reads_results(tmp_path) -> None:
     """An isolated venv with only pip install '.[analysis]' (from the registry): load, summary and a
-    figure work and neither torch nor Ray is installed; `cil` then says which extra it needs."""
+    figure work and neither torch nor Ray is installed; `cil --help` works and a `cil` run says which
+    extra it needs."""
     bin_ = _venv(tmp_path / "venv", system_site=False)
     subprocess.run([f"{bin_}/pip", "install", "-q", f"{ROOT}[analysis]"], check=True, timeout=900, cwd=tmp_path)
     code = ("import importlib.util, sys, tempfile, analysis\n"
@@ -149,4 +150,7 @@ def test_the_analysis_extra_alone_reads_results(tmp_path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
     out = subprocess.run([f"{bin_}/cil", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.startswith("usage:"), out.stderr  # the parser needs no torch
+    out = subprocess.run([f"{bin_}/cil", "--nepochs", "1"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 2 and "pip install 'cil-sweeps[cil]'" in out.stderr
