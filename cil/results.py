@@ -32,7 +32,9 @@ TASK_COLUMNS = ("sweep", "trial_id", "approach", "seed", "dataset", "num_tasks",
 HEAD_COLUMNS = ("sweep", "trial_id", "approach", "seed", "task", "head", "weight_norm", "bias_mean")
 # One row per trained epoch; each loss term's epoch mean is a further column named TERM_PREFIX + term.
 EPOCH_COLUMNS = ("sweep", "trial_id", "approach", "seed", "task", "epoch", "train_loss", "val_loss", "val_acc_taw",
-                 "lr", "seconds", "train_eval_loss", "train_eval_acc_taw")
+                 "lr", "seconds")
+# Written too, NaN unless train.eval_on_train (FACIL's --eval-on-train); not required of older files.
+EPOCH_EVAL_ON_TRAIN_COLUMNS = ("train_eval_loss", "train_eval_acc_taw")
 TERM_PREFIX = "term."
 
 

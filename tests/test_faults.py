@@ -254,7 +254,7 @@ def test_a_diverging_loss_fails_its_trial_once_naming_task_epoch_and_term(ray_se
     paths, outcome = _sweep(tmp_path, "nan", {"train.lr": 1e12, "train.clipping": 1e30})
     [trial_id] = outcome.errored
     message = outcome.failures[trial_id]
-    assert "DivergedError: loss diverged in task 0, epoch 1: term 'loss'" in message
+    assert "DivergedError: loss diverged in task 0, epoch 1: term 'ce_pred' is nan" in message
     assert "not retried" not in message  # the first failure is what was recorded
     [result] = outcome.grid
     assert "not retried" in str(result.error)  # the retries ended at once with the recorded error

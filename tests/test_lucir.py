@@ -153,7 +153,7 @@ def test_lucir_warns_without_exemplars_and_checks_K():
 @pytest.mark.parametrize("values, fragment", [
     ({"approach": "lwf", "lucir.K": 3}, "lucir.K is set but approach is 'lwf'"),
     ({"lucir.lamb_rm": 1}, "did you mean 'lucir.lamb_mr'"),
-    ({"loss.lamb": 2}, "its distillation weight is lucir.lamb"),
+    ({"loss.lamb": 2}, r"does not use it \(use lucir.lamb\)"),
     ({"lucir.dist": -1}, "lucir.dist = -1.0 is not valid"),
 ])
 def test_config_section_errors(values, fragment):

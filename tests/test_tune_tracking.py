@@ -107,7 +107,7 @@ def test_sweep_logs_mlflow_runs_and_keeps_the_optuna_study(tmp_path, monkeypatch
     paths = SweepPaths(str(tmp_path / "storage"), "tracked")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        results = run_sweep(spec, paths, verbose=0)
+        results = run_sweep(spec, paths, verbose=0).grid
     finally:
         ray.shutdown()
     assert len(results) == 2 and all(r.error is None for r in results)
