@@ -17,6 +17,7 @@ grid search over ``train.lr`` and the approach's ``lamb``).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -41,6 +42,14 @@ Scores = list[Tensor]
 def task_seed(seed: int, task: int, stream: int) -> int:
     """A distinct, stable seed per (experiment seed, task, use)."""
     return (seed * 1_000_003 + task * 7_919 + stream * 104_729) % (2**63 - 1)
+
+
+def warn_without_exemplars(cfg: ExperimentConfig, approach: str, consequence: str = "") -> None:
+    """FACIL warns when an approach meant to replay exemplars runs with no exemplar budget."""
+    m = cfg.memory
+    if m.num_exemplars == 0 and m.num_exemplars_per_class == 0:
+        warnings.warn(f"{approach} is expected to use exemplars: set memory.num_exemplars or "
+                      f"memory.num_exemplars_per_class (FACIL warns the same){consequence}", UserWarning, stacklevel=3)
 
 
 @dataclass

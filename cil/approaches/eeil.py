@@ -25,14 +25,13 @@ i.e. before FACIL's gradient-norm clipping rather than after (identical unless t
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cil.approaches.base import Approach, Loss, Phase, Split, Step, TaskContext
+from cil.approaches.base import Approach, Loss, Phase, Split, Step, TaskContext, warn_without_exemplars
 from cil.approaches.registry import EeilSection
 from cil.approaches.stages import chain_reports, fit_stage
 from cil.config import ExperimentConfig
@@ -57,11 +56,7 @@ class EEIL(Approach):
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
-        m = cfg.memory
-        if m.num_exemplars == 0 and m.num_exemplars_per_class == 0:
-            warnings.warn("EEIL is expected to use exemplars: set memory.num_exemplars or "
-                          "memory.num_exemplars_per_class (FACIL warns the same); without them the "
-                          "balanced fine-tuning is skipped", UserWarning, stacklevel=2)
+        warn_without_exemplars(cfg, "EEIL", "; without them the balanced fine-tuning is skipped")
         self.balanced = False  # in stage 2
         self._stage1_model: IncrementalNet | None = None  # stage 2's teacher for the new head
         self._noise: tuple[torch.Generator, list] | None = None

@@ -17,14 +17,13 @@ heads (FACIL does the same).
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cil.approaches.base import Approach, Loss, Scores, Step, TaskContext
+from cil.approaches.base import Approach, Loss, Scores, Step, TaskContext, warn_without_exemplars
 from cil.config import ExperimentConfig
 
 
@@ -64,11 +63,7 @@ class ICaRL(Approach):
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
-        m = cfg.memory
-        if m.num_exemplars == 0 and m.num_exemplars_per_class == 0:
-            warnings.warn("iCaRL is expected to use exemplars: set memory.num_exemplars or "
-                          "memory.num_exemplars_per_class (FACIL warns the same); without them it classifies "
-                          "with the heads", UserWarning, stacklevel=2)
+        warn_without_exemplars(cfg, "iCaRL", "; without them it classifies with the heads")
         self.means: Tensor | None = None  # [classes seen, D] after the last memory update
 
     def use_all_outputs(self, ctx: TaskContext) -> bool:

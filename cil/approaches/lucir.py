@@ -19,7 +19,6 @@ unscaled cosines, validation loss = the cross-entropy alone.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable
 
 import torch
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cil import losses
-from cil.approaches.base import Approach, Loss, Phase, Step, TaskContext
+from cil.approaches.base import Approach, Loss, Phase, Step, TaskContext, warn_without_exemplars
 from cil.approaches.registry import LucirSection
 from cil.config import ConfigError, ExperimentConfig
 from cil.networks import CosineLinear, IncrementalNet
@@ -40,10 +39,7 @@ class LUCIR(Approach):
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
-        m = cfg.memory
-        if m.num_exemplars == 0 and m.num_exemplars_per_class == 0:
-            warnings.warn("LUCIR is expected to use exemplars: set memory.num_exemplars or "
-                          "memory.num_exemplars_per_class (FACIL warns the same)", UserWarning, stacklevel=2)
+        warn_without_exemplars(cfg, "LUCIR")
         self._params: tuple[ExperimentConfig, LucirSection] | None = None
 
     def params(self, ctx: TaskContext) -> LucirSection:
