@@ -38,9 +38,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from cil.config import SELECTIONS  # the one list of exemplar selections, validated by the config
+
 __all__ = ["SELECTIONS", "ExemplarMemory", "distance_order", "entropy_order", "herding_order"]
 
-SELECTIONS = ("random", "herding", "entropy", "distance")
 
 
 # ---------------------------------------------------------------------------------------------------
