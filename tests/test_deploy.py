@@ -50,7 +50,7 @@ def test_dockerfile_builds_on_rays_gpu_image_of_the_pinned_version() -> None:
     ins = dockerfile_instructions()
     assert [a for i, a in ins if i == "FROM"] == [BASE_IMAGE]
     with open(os.path.join(ROOT, "requirements.txt")) as f:
-        assert f"ray[tune]=={ray.__version__}" in f.read().split()
+        assert f"ray=={ray.__version__}" in f.read().split()  # the lock (extras stripped)
 
 
 def test_dockerfile_installs_the_pinned_requirements_then_the_project() -> None:

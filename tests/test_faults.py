@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 
 import drivers
@@ -157,13 +158,11 @@ def test_data_errors_stop_the_sweep_before_ray_starts(tmp_path, layout, message)
             d.rmdir()
         (root / "test").rmdir()
     spec = _write_spec(tmp_path, {"data.dataset": "folder", "data.data_root": str(root), "data.num_tasks": 2})
-    start = time.monotonic()
-    done = drivers.run(spec, "--storage", str(tmp_path / "runs"), timeout=120)
+    done = drivers.run(spec, "--storage", str(tmp_path / "runs"), timeout=300)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and str(root) in done.stderr
     assert "Traceback" not in done.stderr and "ray" not in (done.stdout + done.stderr).lower()
-    assert not (tmp_path / "runs").exists()
-    assert time.monotonic() - start < 60
+    assert not (tmp_path / "runs").exists()  # nothing was written: the check ran before the storage
 
 
 @pytest.mark.parametrize("storage, message", [
@@ -198,7 +197,7 @@ def test_a_held_sweep_is_refused_with_its_holder_and_the_way_to_take_it_over(tmp
     assert not (tmp_path / LEASE_FILE).exists()  # released
 
 
-def test_a_dead_holders_lease_is_stale_and_a_takeover_stops_a_live_one(tmp_path, quick_lease) -> None:
+def test_a_dead_holders_lease_is_stale(tmp_path, quick_lease) -> None:
     fs = pafs.LocalFileSystem()
     dead = {"token": "x", "host": socket.gethostname(), "pid": 2**22 + 1, "started": time.time(),
             "heartbeat": time.time()}
@@ -209,15 +208,66 @@ def test_a_dead_holders_lease_is_stale_and_a_takeover_stops_a_live_one(tmp_path,
     (tmp_path / LEASE_FILE).write_text(json.dumps(old))
     with SweepLease(fs, str(tmp_path), "s"):  # no heartbeat for longer than STALE_S
         pass
+
+
+def test_a_takeover_is_seen_at_the_holders_next_heartbeat(tmp_path, quick_lease, monkeypatch) -> None:
+    """Driven beat by beat: the holder's own thread never beats during the test (an hour apart)."""
+    monkeypatch.setattr(lease_module, "HEARTBEAT_S", 3600.0)
+    fs = pafs.LocalFileSystem()
+    lost = []
+    holder = SweepLease(fs, str(tmp_path), "s", on_lost=lambda: lost.append(True))
+    holder.acquire()
+    try:
+        assert holder.beat() and not lost  # still ours: renewed
+        with SweepLease(fs, str(tmp_path), "s", takeover=True) as taker:
+            assert not holder.beat() and lost == [True]
+            assert holder.lost_to is not None and holder.lost_to.token == taker.token
+    finally:
+        holder.release()
+
+
+def test_the_heartbeat_thread_reports_a_takeover(tmp_path, quick_lease) -> None:
+    fs = pafs.LocalFileSystem()
+    lost = threading.Event()
+    holder = SweepLease(fs, str(tmp_path), "s", on_lost=lost.set)
+    holder.acquire()
+    try:
+        # The taker may lose its settle window to one of the holder's beats (it then refuses, as two
+        # drivers started together do); it tries again until its write stands.
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                taker = SweepLease(fs, str(tmp_path), "s", takeover=True)
+                taker.acquire()
+                break
+            except SweepError:
+                assert time.monotonic() < deadline, "the takeover never settled"
+        try:
+            assert lost.wait(timeout=120), "the holder's heartbeat never saw the takeover"
+            assert holder.lost_to.token == taker.token
+        finally:
+            taker.release()
+    finally:
+        holder.release()
+
+
+def test_losing_the_lease_interrupts_the_main_thread_by_default(tmp_path, quick_lease, monkeypatch) -> None:
+    """The default on_lost raises KeyboardInterrupt in the main thread, which Tune turns into a saved stop."""
+    monkeypatch.setattr(lease_module, "HEARTBEAT_S", 3600.0)
+    fs = pafs.LocalFileSystem()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     holder = SweepLease(fs, str(tmp_path), "s")
     holder.acquire()
     try:
-        with pytest.raises(KeyboardInterrupt):  # the holder's heartbeat finds the new token and stops it
-            with SweepLease(fs, str(tmp_path), "s", takeover=True):
-                time.sleep(5)
+        with SweepLease(fs, str(tmp_path), "s", takeover=True):
+            with pytest.raises(KeyboardInterrupt):
+                holder.beat()
+                deadline = time.monotonic() + 60  # the pending interrupt is raised at the next bytecode
+                while time.monotonic() < deadline:
+                    pass
     finally:
         holder.release()
-    assert holder.lost_to is not None
+        signal.signal(signal.SIGINT, previous)
 
 
 # ---- trials in a local Ray: permanent errors fail once ----------------------------------------------
@@ -325,7 +375,7 @@ def test_two_drivers_on_one_name_and_a_resume_while_alive_are_refused(tmp_path) 
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     racers = [drivers.start(log, *args) for log in logs]
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300
         while all(r.poll() is None for r in racers):
             assert time.monotonic() < deadline, "neither racer was refused"
             time.sleep(0.1)

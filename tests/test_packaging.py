@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -12,6 +13,7 @@ from importlib.metadata import EntryPoint
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from cil import extras
 
@@ -87,22 +89,59 @@ def test_the_analysis_extra_needs_no_torch_or_ray() -> None:
     assert {"pandas", "pyarrow", "scipy", "matplotlib"} <= set(light)
 
 
-def test_requirements_pins_lie_inside_the_declared_ranges() -> None:
-    """requirements.txt is the tested pin set; pyproject's ranges must admit every pin."""
+def read_requirements(path: str) -> list[Requirement]:
+    """The requirements of a pip requirements file, as pip reads them: comments, blank lines, option
+    lines (``--hash``, ``-c``, ``--index-url``), line continuations and markers are all allowed."""
+    with open(path) as f:
+        text = f.read().replace("\\\n", " ")
+    reqs = []
+    for line in text.splitlines():
+        line = re.sub(r"(^|\s)#.*", "", line).strip()
+        line = re.sub(r"\s--hash[=\s]\S+", "", line).strip()
+        if line and not line.startswith("-"):
+            reqs.append(Requirement(line))
+    return reqs
+
+
+def test_the_requirements_parser_reads_what_pip_reads(tmp_path) -> None:
+    lock = tmp_path / "lock.txt"
+    lock.write_text("# header\n\n--extra-index-url x\ntorch==2.14.1 \\\n    --hash=sha256:ab \\\n"
+                    "    --hash=sha256:cd\n    # via -r requirements.in\n"
+                    "nvidia-nccl-cu13==2.30.7 ; platform_system == \"Linux\"  # via torch\n")
+    assert [(r.name, str(r.specifier), str(r.marker)) for r in read_requirements(str(lock))] == [
+        ("torch", "==2.14.1", "None"), ("nvidia-nccl-cu13", "==2.30.7", 'platform_system == "Linux"')]
+
+
+def test_the_lock_pins_every_package_inside_the_declared_ranges() -> None:
+    """requirements.txt is the lock (the tested environment, transitively); pyproject's ranges must admit
+    every pin, every declared dependency must be locked, and the lock must satisfy requirements.in."""
     project = pyproject()["project"]
     declared: dict[str, list[Requirement]] = {}
     for text in project["dependencies"] + sum(project["optional-dependencies"].values(), []):
         req = Requirement(text)
         if req.name != project["name"]:
-            declared.setdefault(req.name.lower(), []).append(req)
-    with open(os.path.join(ROOT, "requirements.txt")) as f:
-        pins = [Requirement(line.split("#")[0]) for line in f if line.split("#")[0].strip()]
-    for pin in pins:
+            declared.setdefault(canonicalize_name(req.name), []).append(req)
+    pins = {canonicalize_name(p.name): p for p in read_requirements(os.path.join(ROOT, "requirements.txt"))}
+    for pin in pins.values():
         [spec] = list(pin.specifier)
         assert spec.operator == "==", f"requirements.txt: {pin} is not an exact pin"
-        for req in declared.get(pin.name.lower(), []):
+        for req in declared.get(canonicalize_name(pin.name), []):
             assert req.specifier.contains(spec.version, prereleases=True), f"{pin} is outside {req}"
-    assert {p.name.lower() for p in pins} >= set(declared) - {"wandb"}  # every runtime dependency is pinned
+    assert set(pins) >= set(declared) - {"wandb"}  # every runtime dependency is locked
+    for direct in read_requirements(os.path.join(ROOT, "requirements.in")):
+        pin = pins.get(canonicalize_name(direct.name))
+        assert pin is not None, f"requirements.in: {direct} is not in the lock; regenerate it"
+        assert direct.specifier.contains(next(iter(pin.specifier)).version, prereleases=True), \
+            f"the lock's {pin} does not satisfy requirements.in's {direct}; regenerate the lock"
+
+
+def test_the_lock_says_how_to_regenerate_it() -> None:
+    with open(os.path.join(ROOT, "requirements.txt")) as f:
+        header = f.read(2000)
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    [command] = re.findall(r"^#\s+(pip-compile .*requirements\.in)$", header, flags=re.M)
+    assert command in readme
 
 
 def _venv(path, system_site: bool) -> str:

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -55,8 +56,12 @@ class Holder:
 class SweepLease:
     """The lease of one sweep folder: ``acquire`` (or refuse), heartbeat while held, ``release``."""
 
-    def __init__(self, fs: pafs.FileSystem, folder: str, name: str, takeover: bool = False) -> None:
+    def __init__(self, fs: pafs.FileSystem, folder: str, name: str, takeover: bool = False,
+                 on_lost: Callable[[], None] = _thread.interrupt_main) -> None:
+        """``on_lost`` runs (in the heartbeat thread) when another driver took the lease; the default
+        interrupts the main thread, where Tune's SIGINT handler stops the sweep and saves its state."""
         self.fs, self.path, self.name, self.takeover = fs, f"{folder.rstrip('/')}/{LEASE_FILE}", name, takeover
+        self.on_lost = on_lost
         self.token = uuid.uuid4().hex
         self.started = time.time()
         self.lost_to: Holder | None = None
@@ -111,17 +116,23 @@ class SweepLease:
         with self.fs.open_output_stream(self.path) as out:
             out.write(json.dumps(asdict(holder)).encode())
 
+    def beat(self) -> bool:
+        """One heartbeat: renew the lease, or, if another driver holds it now, record that and call
+        ``on_lost``. Returns whether the lease is still ours."""
+        try:
+            current = self.read()
+            if current is not None and current.token != self.token:
+                self.lost_to = current
+                self.on_lost()
+                return False
+            self._write()
+        except (OSError, SweepError):
+            pass  # a passing storage fault: the next beat tries again
+        return True
+
     def _heartbeat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            try:
-                current = self.read()
-                if current is not None and current.token != self.token:
-                    self.lost_to = current
-                    _thread.interrupt_main()  # Tune's SIGINT handler stops the sweep, saving its state
-                    return
-                self._write()
-            except (OSError, SweepError):
-                continue  # a passing storage fault: the next beat tries again
+        while not self._stop.wait(HEARTBEAT_S) and self.beat():
+            pass
 
     def _held_message(self, holder: Holder) -> str:
         return (f"sweep {self.name!r} is being run by another driver ({holder.describe()}). Wait for it "
