@@ -67,6 +67,6 @@ if __name__ == "__main__":
 
     from tune.cli import main
 
-    ray.init(runtime_env={"worker_process_setup_hook": fault_hooks.HOOK}, include_dashboard=False,
+    ray.init(address="local", runtime_env={"worker_process_setup_hook": fault_hooks.HOOK}, include_dashboard=False,
              log_to_driver=False, configure_logging=False)
     sys.exit(main(["sweep", *sys.argv[1:]]))

@@ -284,7 +284,7 @@ def ray_session(tmp_path_factory):
                                                "sweep": "full"}))
         import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env={"worker_process_setup_hook": fault_hooks.HOOK})
         yield
         ray.shutdown()

@@ -37,7 +37,7 @@ def ray_session(tmp_path_factory):
         mp.setenv(fault_hooks.ENV, json.dumps({"fail_after_task": 0, "markers": str(markers), "sweep": "fault"}))
         import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env={"worker_process_setup_hook": fault_hooks.HOOK})
         yield markers
         ray.shutdown()

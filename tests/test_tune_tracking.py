@@ -105,7 +105,7 @@ def test_sweep_logs_mlflow_runs_and_keeps_the_optuna_study(tmp_path, monkeypatch
                        "search": SEARCH | {"storage": f"sqlite:///{tmp_path}/studies.db", "study_name": "lamb"},
                        "tracking": {"mlflow": {"tracking_uri": uri}}, "resources": {"cpu": 1}})
     paths = SweepPaths(str(tmp_path / "storage"), "tracked")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         results = run_sweep(spec, paths, verbose=0).grid
     finally:

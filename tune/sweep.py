@@ -185,7 +185,11 @@ def connect(address: str | None, verbose: int = 1) -> None:
     """Join the Ray cluster at ``address``, or start a local Ray when it is None; a cluster that cannot
     be reached is a SweepError naming the address, not a traceback."""
     try:
-        ray.init(address=address, log_to_driver=verbose > 0, configure_logging=verbose > 0)
+        if address is None:  # "local": a Ray of its own, never one that happens to run on this machine
+            ray.init(address="local", include_dashboard=False, log_to_driver=verbose > 0,
+                     configure_logging=verbose > 0)
+        else:
+            ray.init(address=address, log_to_driver=verbose > 0, configure_logging=verbose > 0)
     except Exception as err:  # ConnectionError (no cluster), ValueError (bad address), RuntimeError ...
         if address is None:
             raise
