@@ -5,7 +5,7 @@ model's forward included) and one of task 1 of LUCIR (cosine heads, less-forget 
 terms) through the same Trainer that ``cil.run`` uses, and prints one JSON line
 ``{"finetuning_img_s": ..., "lwf_img_s": ..., "lucir_img_s": ..., "lucir_over_lwf": ...}``
 (``lucir_over_lwf``: the LUCIR epoch's time over the LwF epoch's). Run ``python -m benchmarks.facil_style_loop`` on the
-same data, batch size and device beside it for the ratio (README, Performance).
+same data, batch size and device beside it for the ratio (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -52,14 +52,34 @@ class DataConfig:
     """Which data, and how it is cut into tasks (FACIL's scenario)."""
 
     dataset: str = "digits"
+    """The data set. `digits` (scikit-learn's 1,797 real 8x8 digits; every 5th image of each class is the test
+    split) and `synthetic` (by default 10 classes of seeded 3x32x32 images around class-specific patterns;
+    parameters after `:`, e.g. `synthetic:classes=50,channels=1,size=8,train=40`, also `test`, `seed`) need no
+    files and no network; `cifar100`, `mnist` and `svhn` are downloaded by torchvision into `data_root` on first
+    use; `imagenet100` and `folder` are read from `data_root` (layouts: the data sets section of the docs)."""
     data_root: str = field(default_factory=default_data_root)
+    """Where the data sets live, made absolute: downloads land here and folders are read from here."""
     num_tasks: int = 5
+    """Tasks the classes are split into (FACIL's scenario); at most the data set's number of classes."""
     nc_first_task: int | None = None
+    """Classes of the first task; the rest are split evenly over the other tasks (null: all tasks split evenly)."""
     val_fraction: float = 0.1
+    """Share of each class's training images held out for validation, in [0, 1): the validation loss drives the lr
+    schedule and picks the best model."""
     fixed_class_order: bool = False
+    """True: iCaRL's fixed class order for cifar100 and imagenet100; false: the seed shuffles the classes exactly as
+    FACIL does (`np.random.seed(seed)`)."""
     image_size: int | None = None
+    """Side of the stored images: file-backed images are decoded once per task with the shorter side resized to it,
+    then centre-cropped; in-memory sets are resized once (bilinear). Null: the data set's own (224 for imagenet100,
+    32 for folder, the native size otherwise)."""
     on_device: bool = True
+    """Keep each task's images on the training device as one uint8 tensor and gather, augment and normalise batches
+    there (false: keep them on the host and copy each batch over)."""
     augment: str = "facil"
+    """Training augmentation: `facil` is FACIL's transform for the data sets FACIL configures, `crop` replaces every
+    random-resized crop by a translation-only crop of the padded image (weaker), `none` turns it off. Test images
+    are never augmented; the docs compare each data set's transform with FACIL's."""
 
 
 @dataclass
@@ -67,6 +87,8 @@ class ModelConfig:
     """``network`` None: the data set's default (:data:`DEFAULT_NETWORKS`)."""
 
     network: str | None = None
+    """The backbone, one linear head per task on top (null: the data set's FACIL default, resolved on construction
+    so results record it)."""
 
 
 @dataclass
@@ -82,22 +104,46 @@ class TrainConfig:
     """
 
     nepochs: int = 200
+    """Training epochs per task (fewer when the lr falls below `lr_min`)."""
     lr: float = 0.1
+    """Starting learning rate of every task (SGD)."""
     lr_min: float = 1e-4
+    """A task's training stops once the lr falls below this."""
     lr_factor: float = 3.0
+    """The lr is divided by this (> 1) after `lr_patience` epochs without a better validation loss, and the best
+    model so far is restored."""
     lr_patience: int = 5
+    """Epochs without a better validation loss before the lr is divided by `lr_factor`."""
     momentum: float = 0.0
+    """SGD momentum, in [0, 1)."""
     weight_decay: float = 0.0
+    """SGD weight decay."""
     batch_size: int = 64
+    """Training and evaluation batch size."""
     clipping: float = 10000.0
+    """Gradient-norm clipping threshold (FACIL's 10000; approaches that do not clip, such as LUCIR, ignore it)."""
     warmup_nepochs: int = 0
+    """FACIL's warm-up before every task after the first: this many epochs training the new head alone on the new
+    task's samples, everything else in eval mode (0: none)."""
     warmup_lr_factor: float = 1.0
+    """The warm-up's lr is `lr * warmup_lr_factor`."""
     all_outputs: bool = False
+    """Cross-entropy over all heads even without exemplars (FACIL's `--all-outputs`); with exemplars stored it is
+    over all heads anyway."""
     amp: bool = False  # bf16 autocast on CUDA: an opt-in; FACIL and the paper ran fp32
+    """bf16 autocast on CUDA, an opt-in speed setting (FACIL and the paper ran fp32): it quantises distillation
+    targets and the validation losses that drive the lr schedule, and its effect on accuracy is unmeasured."""
     fix_bn: bool = False
+    """FACIL's `--fix-bn`: keep the backbone's BatchNorm layers in eval mode while training every task after the
+    first (statistics frozen at task 0's)."""
     eval_on_train: bool = False
+    """FACIL's `--eval-on-train`: also measure the loss and the task-aware accuracy on the (unaugmented) training
+    set after every epoch, in the epoch records."""
     multi_softmax: bool = False
+    """FACIL's `--multi-softmax`: the task-agnostic prediction is the argmax of each head's log-softmax (one softmax
+    per task) instead of the raw scores; task-aware accuracy and the training loss do not change, as in FACIL."""
     gridsearch_tasks: int = 0
+    """Run FACIL's grid search (the `gridsearch.*` keys) inside each of the first N tasks (0: off)."""
 
 
 @dataclass
@@ -111,12 +157,20 @@ class LossConfig:
     """
 
     lamb: float | None = None
+    """Distillation weight `lamb` of the loss family (FACIL's `--lamb`; null: the approach's preset)."""
     T: float | None = None
+    """Distillation temperature (null: the approach's preset)."""
     w_joint: float | None = None
+    """Weight of `kd_joint`, KD with one softmax over all old classes (null: the preset)."""
     w_task: float | None = None
+    """Weight of `kd_task`, KD with one softmax per old task (null: the preset)."""
     w_bce_kd: float | None = None
+    """Weight of `bce_kd`, the shift-sensitive BCE distillation of each old head (null: the preset)."""
     w_bce_pred: float | None = None
+    """Weight of `bce_pred`, the BCE of the current head's prediction (null: the preset)."""
     bce_pred_with_exemplars: bool = True
+    """Keep the prediction BCE when exemplars are stored (old-class samples are negatives of the current head);
+    false drops it then, as the paper's `lwf-br2` does."""
 
 
 @dataclass
@@ -125,8 +179,12 @@ class MemoryConfig:
     else ``random`` as in FACIL)."""
 
     num_exemplars: int = 0
+    """Total exemplar budget, shared by all classes seen (0: none); exclusive with `num_exemplars_per_class`."""
     num_exemplars_per_class: int = 0
+    """Exemplars kept per class seen (0: none); exclusive with `num_exemplars`."""
     selection: str | None = None
+    """How exemplars are chosen: `random`, `herding`, `entropy` or `distance` (null: the approach's own choice, in
+    the approaches table)."""
 
 
 @dataclass
@@ -142,14 +200,24 @@ class GridSearchConfig:
     """
 
     lr_first: list[float] = field(default_factory=lambda: [5e-1, 1e-1, 5e-2])
+    """Task 0's learning-rate candidates."""
     lr: list[float] = field(default_factory=lambda: [1e-1, 5e-2, 1e-2, 5e-3, 1e-3])
+    """Later tasks' learning-rate candidates: the `lr_searches` largest values below task 0's choice are tried."""
     lr_searches: int = 3
+    """How many of `lr` later tasks try."""
     knob_start: float | None = None
+    """First value of the approach's stability knob (null: the approach's FACIL value); an error for approaches
+    without a knob."""
     search_knob: bool = True
+    """False: search the lr only."""
     acc_drop_thr: float = 0.2
+    """Validation accuracy a knob value may lose, as a fraction of finetuning's, in [0, 1]."""
     hparam_decay: float = 0.5
+    """Knob multiplier after each value that loses more, in (0, 1)."""
     max_num_searches: int = 7
+    """Knob values tried at most."""
     nepochs: int | None = None
+    """Epochs of each candidate training (null: `train.nepochs`, as FACIL)."""
 
 
 @dataclass
@@ -157,8 +225,14 @@ class RunConfig:
     """``stop_at_task``: FACIL's early stop, train tasks 0..stop_at_task-1 only (0: every task)."""
 
     seed: int = 0
+    """Seeds everything a run draws: class order, validation split, initialisation, batches and augmentation; same
+    config and seed, same numbers."""
     device: str = "auto"
+    """Where to train: `auto` (CUDA when there is one, else the CPU), `cpu`, `mps`, `cuda` or `cuda:N`. Not set in a
+    sweep spec: a trial uses the GPU Ray assigned it, else the CPU."""
     stop_at_task: int = 0
+    """FACIL's `--stop-at-task`: train tasks 0..K-1 only (0: every task); rows keep the scenario's `num_tasks`, and
+    `cil.run` continues from its last state with a larger value."""
 
 
 @dataclass
@@ -166,6 +240,8 @@ class _CoreConfig:
     """The sections every approach shares; :class:`ExperimentConfig` adds one per approach section."""
 
     approach: str = "lwf"
+    """The approach, one of the names in the approaches table; a loss-family preset name (`lwf-s`) also fills the
+    `loss.*` weights it leaves unset."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -138,10 +138,10 @@ def test_the_lock_pins_every_package_inside_the_declared_ranges() -> None:
 def test_the_lock_says_how_to_regenerate_it() -> None:
     with open(os.path.join(ROOT, "requirements.txt")) as f:
         header = f.read(2000)
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
     [command] = re.findall(r"^#\s+(pip-compile .*requirements\.in)$", header, flags=re.M)
-    assert command in readme
+    for page in ("README.md", "docs/development.md"):
+        with open(os.path.join(ROOT, page)) as f:
+            assert command in " ".join(f.read().split()), f"{page} does not give the lock's command: {command}"
 
 
 def _venv(path, system_site: bool) -> str:

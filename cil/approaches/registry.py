@@ -36,12 +36,23 @@ class LucirSection:
     approach's distillation weight), made adaptive per task by ``adapt_lamb``."""
 
     lamb: float = field(default=5.0, metadata={"check": ">=0", "flag": "--lamb"})
+    """Weight of the less-forget distillation (LUCIR's distillation weight; `loss.lamb` does not apply to LUCIR),
+    made adaptive per task by `adapt_lamb`."""
     lamb_mr: float = field(default=1.0, metadata={"check": ">=0", "flag": "--lamb-mr"})
+    """Weight of the margin-ranking loss."""
     dist: float = field(default=0.5, metadata={"check": ">=0", "flag": "--dist"})
+    """Margin of the margin-ranking loss."""
     K: int = field(default=2, metadata={"check": ">=1", "flag": "--K"})
+    """Hard new-class cosines (the top K) each old-class sample is ranked against."""
     less_forget: bool = field(default=True, metadata={"flag": "--remove-less-forget", "sets": False})
+    """Less-forget distillation between the normalised features of both models, old heads frozen from task 1 on;
+    false is FACIL's ablation (`--remove-less-forget`): the MSE between the old heads' cosines of both models times
+    the number of old classes, nothing frozen."""
     margin_ranking: bool = field(default=True, metadata={"flag": "--remove-margin-ranking", "sets": False})
+    """Use the margin-ranking loss (false: FACIL's `--remove-margin-ranking`)."""
     adapt_lamb: bool = field(default=True, metadata={"flag": "--remove-adapt-lamda", "sets": False})
+    """Scale `lamb` per task by sqrt(old classes / new classes) (false: FACIL's `--remove-adapt-lamda`, `lamb` as
+    given)."""
 
 
 def _mixing_weight(value: float) -> str | None:
@@ -50,6 +61,7 @@ def _mixing_weight(value: float) -> str | None:
 
 
 def _sample_count(value: int) -> str | None:
+    """FACIL's sample count: >= 1, or -1 for the task's training samples in full batches."""
     return None if value == -1 or value >= 1 else "must be >= 1, or -1 (the task's training samples, in full batches)"
 
 
@@ -63,10 +75,16 @@ class EwcSection:
     ``alpha`` is the old Fisher's share when the new task's is merged in."""
 
     lamb: float = field(default=5000.0, metadata={"check": ">=0", "flag": "--lamb"})
+    """Weight of the Fisher penalty `lamb * sum F (p - p*)^2 / 2` over the backbone."""
     alpha: float = field(default=0.5, metadata={"check": _mixing_weight, "flag": "--alpha"})
+    """The old Fisher's share when the new task's is merged in, `F <- alpha F + (1 - alpha) F_t` (-1: old classes /
+    classes seen)."""
     fi_sampling_type: str = field(default="max_pred",
                                   metadata={"check": FISHER_SAMPLING, "flag": "--fi-sampling-type"})
+    """Label of each sample in the Fisher pass: `max_pred` (the model's top class), `true` (ground truth),
+    `multinomial` (one label drawn per sample from the model's softmax)."""
     fi_num_samples: int = field(default=-1, metadata={"check": _sample_count, "flag": "--fi-num-samples"})
+    """Training samples the Fisher pass uses (-1: the whole task, in full batches as FACIL)."""
 
 
 @dataclass
@@ -74,8 +92,11 @@ class MasSection:
     """MAS (Aljundi et al. 2018, global version) with FACIL's defaults."""
 
     lamb: float = field(default=1.0, metadata={"check": ">=0", "flag": "--lamb"})
+    """Weight of the importance penalty `lamb * sum Omega (p - p*)^2 / 2` over the backbone."""
     alpha: float = field(default=0.5, metadata={"check": _mixing_weight, "flag": "--alpha"})
+    """The old importances' share when the new task's are merged in (-1: old classes / classes seen)."""
     fi_num_samples: int = field(default=-1, metadata={"check": _sample_count, "flag": "--fi-num-samples"})
+    """Training samples the importance pass uses (-1: the whole task, in full batches as FACIL)."""
 
 
 @dataclass
@@ -84,7 +105,9 @@ class PathIntegralSection:
     the paper's c, ``damping`` its xi."""
 
     lamb: float = field(default=0.1, metadata={"check": ">=0", "flag": "--lamb"})
+    """Weight of the path-integral penalty (the paper's c)."""
     damping: float = field(default=0.1, metadata={"check": ">0", "flag": "--damping"})
+    """Damping added to each parameter's squared move in the importance (the paper's xi)."""
 
 
 @dataclass
@@ -94,12 +117,19 @@ class RWalkSection:
     over all heads, as FACIL does, instead of the cross-entropy it trains with."""
 
     lamb: float = field(default=1.0, metadata={"check": ">=0", "flag": "--lamb"})
+    """Weight of the penalty `lamb * sum (F + s) (p - p*)^2` over the backbone."""
     alpha: float = field(default=0.5, metadata={"check": _mixing_weight, "flag": "--alpha"})
+    """The old Fisher's share when the new task's is merged in, as EWC's (-1: old classes / classes seen)."""
     damping: float = field(default=0.1, metadata={"check": ">0", "flag": "--damping"})
+    """Damping of the path scores."""
     fim_sampling_type: str = field(default="max_pred",
                                    metadata={"check": FISHER_SAMPLING, "flag": "--fim_sampling_type"})
+    """Label of each sample in the Fisher pass, as EWC's `fi_sampling_type`."""
     fim_num_samples: int = field(default=-1, metadata={"check": _sample_count, "flag": "--fim_num_samples"})
+    """Training samples the Fisher pass uses (-1: the whole task, in full batches as FACIL)."""
     facil_path_loss: bool = False
+    """Score the optimisation path by the cross-entropy over all heads, as FACIL does, instead of the cross-entropy
+    the approach trains with."""
 
 
 @dataclass
@@ -107,6 +137,7 @@ class ICaRLSection:
     """iCaRL (Rebuffi et al. 2017) with FACIL's default: ``lamb`` weighs the distillation BCE."""
 
     lamb: float = field(default=1.0, metadata={"check": ">=0", "flag": "--lamb"})
+    """Weight of the distillation BCE between the old classes' sigmoids of both models."""
 
 
 @dataclass
@@ -116,10 +147,14 @@ class BiCSection:
     exemplar quota is held out to train the new task's bias layer for ``num_bias_epochs`` epochs."""
 
     lamb: float = field(default=-1.0, metadata={"check": "-1|>=0", "flag": "--lamb"})
+    """Distillation weight (-1: the paper's adaptive n_old / n_seen, the cross-entropy then weighing 1 - lamb)."""
     T: float = field(default=2.0, metadata={"check": ">0", "flag": "--T"})
+    """Distillation temperature."""
     val_exemplar_percentage: float = field(default=0.1, metadata={"check": "[0,1]",
                                                                   "flag": "--val-exemplar-percentage"})
+    """Share of each class's exemplar quota held out to train the bias layers, in [0, 1]."""
     num_bias_epochs: int = field(default=200, metadata={"check": ">=0", "flag": "--num-bias-epochs"})
+    """Epochs of the bias-correction stage after each task."""
 
 
 @dataclass
@@ -131,9 +166,16 @@ class LwmSection:
     averaged over the batch-by-batch block of those classes, unnormalised maps."""
 
     beta: float = field(default=1.0, metadata={"check": ">=0", "flag": "--beta"})
+    """Weight of the distillation of the old heads (the loss family's terms, weighted by `loss.w_*`)."""
     gamma: float = field(default=1.0, metadata={"check": ">=0", "flag": "--gamma"})
+    """Weight of the attention distillation between the Grad-CAM maps of both models."""
     gradcam_layer: str = field(default="layer3", metadata={"flag": "--gradcam-layer"})
+    """Backbone module whose activations make the Grad-CAM maps (`net.` prefix optional for resnet18); `layer3` on a
+    backbone without one means its last spatial layer (convnet: `bns.1`); any other name that is not a module is an
+    error listing the valid names."""
     facil_attention: bool = False
+    """Reproduce FACIL's attention term: maps from detached hooks (no gradient), each model's own top class over all
+    its heads, a score averaged over the batch-by-batch block of those classes, unnormalised maps."""
 
 
 @dataclass
@@ -144,11 +186,18 @@ class EeilSection:
     gradients. ``facil_finetuning`` reproduces FACIL's stages (see cil.approaches.eeil)."""
 
     lamb: float = field(default=1.0, metadata={"check": ">=0", "flag": "--lamb"})
+    """Weight of the distillation of the old heads."""
     T: float = field(default=2.0, metadata={"check": ">0", "flag": "--T"})
+    """Distillation temperature."""
     lr_finetuning_factor: float = field(default=0.01, metadata={"check": ">0", "flag": "--lr-finetuning-factor"})
+    """The balanced fine-tuning stage trains at `train.lr * lr_finetuning_factor`."""
     nepochs_finetuning: int = field(default=40, metadata={"check": ">=0", "flag": "--nepochs-finetuning"})
+    """Epochs of the class-balanced fine-tuning stage after the training on all data (0: no second stage)."""
     noise_grad: bool = field(default=False, metadata={"flag": "--noise-grad", "sets": True})
+    """Add FACIL's decaying Gaussian noise `N(0,1) * 0.3 / (1 + epoch)^0.55` to every gradient."""
     facil_finetuning: bool = False
+    """Reproduce FACIL's stages: stage 1 distils heads 0..t-2, the balanced stage distils no new class and balances
+    the exemplars against as many random new-task samples in total."""
 
 
 @dataclass
@@ -160,8 +209,13 @@ class DmcSection:
     image size; ``aux_batch_size`` is the batch size of the consolidation stage."""
 
     aux_dataset: str = field(default="synthetic:classes=100,train=30,test=5", metadata={"flag": "--aux-dataset"})
+    """The unlabelled auxiliary data of the double distillation: any name `cil.data.load_dataset` reads (FACIL:
+    ImageNet 32x32; the default, 3,000 images of 100 synthetic classes, needs no download), at the main data set's
+    image size and channel count."""
     aux_batch_size: int = field(default=128, metadata={"check": ">=1", "flag": "--aux-batch-size"})
+    """Batch size of the consolidation stage on the auxiliary data."""
     aux_data_root: str = ""
+    """Where `aux_dataset` is read from (empty: `data.data_root`)."""
 
 
 #: section name -> its dataclass (the declared defaults are the approach's defaults)
