@@ -17,7 +17,7 @@ from analysis.load import find_files, load, load_epochs, load_heads
 from analysis.metrics import trial_metrics
 from analysis.schema import EPOCHS, HEADS
 from analysis.summary import summary
-from analysis.table import FORMATS, format_table
+from analysis.table import COLUMNS, FORMATS, format_table
 
 EPILOG = """\
 RESULTS is a sweep's results/ folder, the sweep folder, a folder of several sweeps, a task_results/
@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=FORMATS, default="markdown", help="printed table format")
     parser.add_argument("--include-partial", action="store_true",
                         help="include running/errored trials, at their last trained task")
+    parser.add_argument("--columns", choices=COLUMNS, default="compact",
+                        help="printed columns: compact (grouping keys, n, TAg/TAw accuracy, TAg average "
+                             "incremental accuracy and forgetting, TAg deltas; a single dataset/num_tasks "
+                             "in a header line) or all (every metric); --format csv and summary.csv always "
+                             "have all")
     parser.add_argument("--digits", type=int, default=1, help="decimals of the printed percentages")
     parser.add_argument("--no-figures", action="store_true", help="with --out, write the CSV files only")
     return parser
@@ -60,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
     df = load(args.results)
     trials = trial_metrics(df)
     table = summary(trials, by=args.by, baseline=args.baseline, include_partial=args.include_partial)
-    print(format_table(table, args.format, digits=args.digits), end="")
+    print(format_table(table, args.format, digits=args.digits, columns=args.columns), end="")
     if args.format == "csv":
         for note in table.attrs.get("notes", []):
             print(f"note: {note}", file=sys.stderr)

@@ -138,6 +138,83 @@ def _legend(ax) -> None:
         ax.legend(fontsize="small", frameon=False)
 
 
+def _titles(setting_texts: Sequence[str], own: bool) -> tuple[list[str | None], str | None]:
+    """Where each row's setting (``cifar100, 10 tasks``) is written: in the figure's title when the
+    figure is ours and shows one setting (panel titles then name only the panel), else on top of
+    each panel's title. Returns the per-row panel prefix (None: none) and the suptitle's part."""
+    if own and len(setting_texts) == 1:
+        return [None], setting_texts[0]
+    return list(setting_texts), None
+
+
+def _panel_title(ax, prefix: str | None, name: str, **kw: Any) -> None:
+    ax.set_title(name if prefix is None else f"{prefix}\n{name}", **kw)
+
+
+def _finish(fig: Figure, axes: Sequence, own: bool, headline: str, setting: str | None,
+            note: str | None = _BAND_NOTE) -> Figure:
+    """Titles, legends and their fit: on our own figure one legend outside the panels (every panel
+    shares the groups' colours) and the headline with the setting as the figure's title; on the
+    caller's axes one legend per panel, moved outside it when it would cover data. Titles too wide
+    for their panel (or the figure) are shortened in the middle of their longest line."""
+    axes = [ax for ax in np.asarray(axes, dtype=object).reshape(-1) if ax.get_visible()]
+    if own:
+        title = headline if setting is None else f"{headline}: {setting}"
+        fig.suptitle(title if note is None else f"{title}\n({note})")
+        handles: dict[str, Any] = {}
+        for ax in axes:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                handles.setdefault(label, handle)
+        if handles:
+            fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small",
+                       frameon=False)
+    else:
+        for ax in axes:
+            _legend(ax)
+    _fit(fig, axes)
+    return fig
+
+
+def _fit(fig: Figure, axes: Sequence) -> None:
+    fig.draw_without_rendering()  # lays the figure out (on any canvas): panel sizes are known from here
+    moved = False
+    for ax in axes:
+        legend = ax.get_legend()
+        if legend is not None and covers_data(ax, legend):
+            ax.legend(fontsize="small", frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1),
+                      borderaxespad=0)
+            moved = True
+    if moved:  # a legend beside its panel narrows it
+        fig.draw_without_rendering()
+    for ax in axes:
+        _shorten(ax.title, ax.get_window_extent().width)
+    if fig._suptitle is not None:
+        _shorten(fig._suptitle, fig.bbox.width)
+
+
+def _shorten(text, width: float) -> None:
+    """Cut the middle of ``text``'s longest line (a long data set name) until it fits ``width`` pixels."""
+    lines = text.get_text().split("\n")
+    longest = max(range(len(lines)), key=lambda i: len(lines[i]))
+    line = lines[longest]
+    keep = len(line)
+    while keep > 8 and text.get_window_extent().width > width:
+        keep -= 2
+        lines[longest] = f"{line[: keep // 2]}…{line[len(line) - keep // 2:]}"
+        text.set_text("\n".join(lines))
+
+
+def covers_data(ax, legend, renderer=None) -> bool:
+    """Whether any point of the axes' lines falls inside the legend's box (in display pixels)."""
+    box = legend.get_window_extent(renderer)
+    for line in ax.get_lines():
+        xy = ax.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()]).astype(float))
+        inside = ((xy[:, 0] >= box.x0) & (xy[:, 0] <= box.x1) & (xy[:, 1] >= box.y0) & (xy[:, 1] <= box.y1))
+        if inside.any():
+            return True
+    return False
+
+
 def plot_accuracy(df: Frame, by: By = ("approach",), include_partial: bool = False, *, ax: AxesLike = None,
                   kinds: Sequence[str] | str | None = None) -> Figure:
     """Average TAg and TAw accuracy (mean over tasks seen) against the number of classes seen.
@@ -151,19 +228,16 @@ def plot_accuracy(df: Frame, by: By = ("approach",), include_partial: bool = Fal
     classes = _bands(g, task, s.values["classes_seen"][trial, task])[["g", "x", "mean"]]
     classes = classes.rename(columns={"mean": "xplot"})
     fig, axes, kinds, own = _grid(ax, len(groups.settings), ("tag", "taw"), kinds, "plot_accuracy")
-    for row, setting in enumerate(groups.settings):
+    prefixes, setting = _titles([setting_title(*st) for st in groups.settings], own)
+    for row, _ in enumerate(groups.settings):
         for col, kind in enumerate(kinds):
             ax = axes[row, col]
             bands = _bands(g, task, s.values[f"acc_{kind}"][trial, task]).merge(classes, on=["g", "x"])
             _draw(ax, bands, groups, row)
-            name = "task-agnostic (TAg)" if kind == "tag" else "task-aware (TAw)"
-            ax.set_title(f"{setting_title(*setting)}: {name}")
+            _panel_title(ax, prefixes[row], "task-agnostic (TAg)" if kind == "tag" else "task-aware (TAw)")
             ax.set_xlabel("number of classes seen")
             ax.set_ylabel("average accuracy (%)")
-            _legend(ax)
-    if own:
-        fig.suptitle(f"Average accuracy after each task ({_BAND_NOTE})")
-    return fig
+    return _finish(fig, axes, own, "Average accuracy after each task", setting)
 
 
 def plot_accuracy_matrix(df: Frame, by: By = ("approach",), metric: str = "acc_tag",
@@ -200,6 +274,7 @@ def plot_accuracy_matrix(df: Frame, by: By = ("approach",), metric: str = "acc_t
                                f"{axes.size} Axes")
         fig = axes[0].figure
     image = None
+    prefixes, setting = _titles([setting_title(*st) for st in groups.settings], own)
     for i, ax in enumerate(axes.flat):
         if i >= n_groups:
             ax.set_visible(False)
@@ -212,8 +287,7 @@ def plot_accuracy_matrix(df: Frame, by: By = ("approach",), metric: str = "acc_t
                 if not np.isnan(v):
                     ax.text(ui, ti, f"{v:.0f}", ha="center", va="center", fontsize=7,
                             color="black" if v > 60 else "white")
-        ax.set_title(f"{groups.labels[i]}\n{setting_title(*groups.settings[groups.setting_of[i]])}",
-                     fontsize="medium")
+        _panel_title(ax, prefixes[groups.setting_of[i]], groups.labels[i], fontsize="medium")
         ticks = np.arange(0, tasks, max(1, math.ceil(tasks / 10)))
         ax.set_xticks(ticks)
         ax.set_yticks(ticks)
@@ -222,9 +296,7 @@ def plot_accuracy_matrix(df: Frame, by: By = ("approach",), metric: str = "acc_t
     if image is not None:
         fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label=f"{metric} (%), mean over seeds")
     kind = "task-agnostic (TAg)" if metric == "acc_tag" else "task-aware (TAw)"
-    if own:
-        fig.suptitle(f"Accuracy matrix, {kind}")
-    return fig
+    return _finish(fig, axes, own, f"Accuracy matrix, {kind}", setting, note="mean over seeds")
 
 
 def plot_forgetting(df: Frame, by: By = ("approach",), include_partial: bool = False, *, ax: AxesLike = None,
@@ -239,22 +311,19 @@ def plot_forgetting(df: Frame, by: By = ("approach",), include_partial: bool = F
     keep = (t == s.last[codes]) & (u < t)
     g = groups.code[codes][keep]
     fig, axes, kinds, own = _grid(ax, len(groups.settings), ("tag", "taw"), kinds, "plot_forgetting")
-    for row, setting in enumerate(groups.settings):
+    prefixes, setting = _titles([setting_title(*st) for st in groups.settings], own)
+    for row, _ in enumerate(groups.settings):
         for col, kind in enumerate(kinds):
             ax = axes[row, col]
             value = rows[f"forg_{kind}"].to_numpy(dtype=np.float64, na_value=np.nan)[keep]
             _draw(ax, _bands(g, u[keep], value), groups, row)
-            name = "task-agnostic (TAg)" if kind == "tag" else "task-aware (TAw)"
-            ax.set_title(f"{setting_title(*setting)}: {name}")
+            _panel_title(ax, prefixes[row], "task-agnostic (TAg)" if kind == "tag" else "task-aware (TAw)")
             ax.set_xlabel("task")
             ax.set_ylabel("forgetting after the last task (%)")
             if not ax.lines:
                 ax.text(0.5, 0.5, "no earlier task to forget", ha="center", va="center",
                         transform=ax.transAxes)
-            _legend(ax)
-    if own:
-        fig.suptitle(f"Forgetting per task ({_BAND_NOTE})")
-    return fig
+    return _finish(fig, axes, own, "Forgetting per task", setting)
 
 
 def _side_trials(side: pd.DataFrame, df: Frame | None, required: Sequence[str], what: str,
@@ -315,20 +384,18 @@ def plot_head_norms(heads: pd.DataFrame, df: Frame | None = None, by: By = ("app
     fig, axes, values, own = _grid(ax, len(groups.settings), ("weight_norm", "bias_mean"), values,
                                    "plot_head_norms")
     texts = {"weight_norm": "weight norm (L2)", "bias_mean": "bias mean"}
-    for row, setting in enumerate(groups.settings):
+    prefixes, setting = _titles([setting_title(*st) if df is not None else f"{st[1]} heads"
+                                 for st in groups.settings], own)
+    for row, _ in enumerate(groups.settings):
         for col, name in enumerate(values):
             text = texts[name]
             ax = axes[row, col]
             value = heads[name].to_numpy(dtype=np.float64, na_value=np.nan)
             _draw(ax, _bands(g, head, value), groups, row, scale=1.0)
-            title = setting_title(*setting) if df is not None else f"{setting[1]} heads"
-            ax.set_title(f"{title}: {text} per head")
+            _panel_title(ax, prefixes[row], f"{text} per head")
             ax.set_xlabel("head (task)")
             ax.set_ylabel(text)
-            _legend(ax)
-    if own:
-        fig.suptitle(f"Heads after the last task ({_BAND_NOTE})")
-    return fig
+    return _finish(fig, axes, own, "Heads after the last task", setting)
 
 
 LEARNING_VALUES = ("train_loss", "val_loss", "val_acc_taw", "lr")
@@ -360,7 +427,9 @@ def plot_learning_curves(epochs: pd.DataFrame, df: Frame | None = None, by: By =
     chosen = values if values is not None or ax is not None else LEARNING_VALUES[:3]
     fig, axes, values, own = _grid(ax, len(groups.settings), (*LEARNING_VALUES, *terms), chosen,
                                    "plot_learning_curves")
-    for row, setting in enumerate(groups.settings):
+    prefixes, setting = _titles([setting_title(*st) if df is not None else f"{st[1]} tasks"
+                                 for st in groups.settings], own)
+    for row, _ in enumerate(groups.settings):
         in_setting = (g >= 0) & np.isin(g, [i for i, s in enumerate(groups.setting_of) if s == row])
         starts = pd.DataFrame({"c": codes, "t": task, "x": running})[in_setting & (epoch == 1) & (task > 0)]
         bounds = starts.groupby("t")["x"].nunique()
@@ -374,11 +443,7 @@ def plot_learning_curves(epochs: pd.DataFrame, df: Frame | None = None, by: By =
             if name == "lr":
                 ax.set_yscale("log")
             text = _LEARNING_TEXT.get(name, f"loss term {name[len(TERM_PREFIX):]}")
-            title = setting_title(*setting) if df is not None else f"{setting[1]} tasks"
-            ax.set_title(f"{title}: {text}")
+            _panel_title(ax, prefixes[row], text)
             ax.set_xlabel("epoch (all tasks in order)")
             ax.set_ylabel(text)
-            _legend(ax)
-    if own:
-        fig.suptitle(f"Learning curves ({_BAND_NOTE})")
-    return fig
+    return _finish(fig, axes, own, "Learning curves", setting)

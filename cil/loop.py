@@ -25,10 +25,11 @@ from cil.gridsearch import GridSearch, TaskSearch
 from cil.memory import ExemplarMemory
 from cil.networks import IncrementalNet, make_backbone
 from cil.results import TERM_PREFIX
-from cil.training import FitReport, Trainer, frozen_copy
+from cil.training import EpochRecord, FitReport, Trainer, frozen_copy
 
 STATE_VERSION = 2  # 2: the approach's own state ("approach") joined the model and the memory
 Log = Callable[[str], None]
+AfterEpoch = Callable[[TaskContext, EpochRecord], None]
 
 
 @dataclass
@@ -80,9 +81,10 @@ class DeviceScenario:
 class Experiment:
     """Everything built once per run: data, scenario, model, approach, memory, trainer."""
 
-    def __init__(self, cfg: ExperimentConfig, log: Log | None = None) -> None:
+    def __init__(self, cfg: ExperimentConfig, log: Log | None = None, after_epoch: AfterEpoch | None = None) -> None:
         self.cfg = cfg
         self.log = log
+        self.after_epoch = after_epoch
         self.device = torch.device(cfg.resolved_device())
         d = cfg.data
         self.dataset: Dataset = load_dataset(d.dataset, d.data_root, image_size=d.image_size,
@@ -120,7 +122,7 @@ class Experiment:
         gen = torch.Generator(device=self.device).manual_seed(task_seed(self.cfg.run.seed, t, 1))
         return TaskContext(t=t, cfg=self.cfg, model=self.model, old_model=old_model, memory=self.memory,
                            scenario=self.scenario, device=self.device, generator=gen, trainer=self.trainer,
-                           log=self.log)
+                           log=self.log, after_epoch=self.after_epoch)
 
     def train_task(self, ctx: TaskContext, approach: Approach | None = None) -> FitReport:
         """Every hook of one task up to the memory update (the part before evaluation), by the run's
@@ -152,15 +154,16 @@ def _validate_state(cfg: ExperimentConfig, state: dict[str, Any]) -> None:
 
 
 def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
-        log: Log | None = None) -> Iterator[TaskResult]:
+        log: Log | None = None, after_epoch: AfterEpoch | None = None) -> Iterator[TaskResult]:
     """Train every task of the scenario in turn (or the first ``run.stop_at_task``), yielding after each.
 
     Pass a ``state`` yielded earlier (possibly saved and loaded with ``weights_only=True``) to continue
-    with the next task.
+    with the next task. ``after_epoch(ctx, record)`` is called after every training epoch (progress
+    displays; see ``TaskContext.after_epoch``).
     """
     if state is not None:
         _validate_state(cfg, state)
-    exp = Experiment(cfg, log)
+    exp = Experiment(cfg, log, after_epoch)
     T = exp.scenario.num_tasks
     acc_taw = np.zeros((T, T))
     acc_tag = np.zeros((T, T))

@@ -209,6 +209,8 @@ class Trainer:
                     ctx.log(f"  task {t} epoch {epoch + 1}: train loss {record.train_eval_loss:.4f} "
                             f"TAw acc {100 * record.train_eval_acc_taw:.1f}%")
             records.append(record)
+            if ctx.after_epoch is not None:
+                ctx.after_epoch(ctx, record)
             if val_loss < best_loss:
                 best_loss, best_state, patience = val_loss, _snapshot(model), tc.lr_patience
             else:

@@ -46,3 +46,16 @@ def test_after_step_runs_once_per_training_batch_after_the_update(counter):
     assert a.losses == len(a.steps) > 0          # one per training batch; the warm-up uses warmup_loss
     assert a.steps == sorted(a.steps) and set(a.steps) == {0, 1}
     assert all(a.moved)                          # the optimizer step happened before the hook
+
+
+def test_after_epoch_sees_every_training_epoch_and_changes_nothing():
+    cfg = ExperimentConfig.from_dict({"data.dataset": "digits", "data.num_tasks": 2, "train.nepochs": 3,
+                                      "train.warmup_nepochs": 1, "run.device": "cpu", "approach": "lwf",
+                                      "train.batch_size": 128, "train.lr_patience": 10})
+    seen = []
+    with_hook = list(run(cfg, after_epoch=lambda ctx, record: seen.append((ctx.t, record))))
+    plain = list(run(cfg))
+    assert [(t, r.epoch) for t, r in seen] == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]  # no warm-up
+    assert [r.train_loss for _, r in seen] == [row["train_loss"] for res in with_hook for row in res.epoch_rows]
+    assert [r.metrics for r in with_hook] != [] and all(  # the hook only watches: same numbers
+        a.acc_tag.tolist() == b.acc_tag.tolist() for a, b in zip(with_hook, plain, strict=True))

@@ -309,7 +309,8 @@ def test_bad_by_and_baseline_name_the_valid_values(sweep_dir):
 def test_format_table_shows_percent_with_ci(sweep_dir):
     s = analysis.summary(analysis.load(sweep_dir), baseline="lwf")
     md = analysis.format_table(s)
-    header, rule, first, second = md.splitlines()[:4]
+    setting, blank, header, rule, first, second = md.splitlines()[:6]
+    assert setting == "dataset: digits; num_tasks: 3" and blank == ""  # one setting: a header line
     assert "TAg acc" in header and "Δ TAg acc" in header and rule.startswith("|---")
     mean, ci = 100 * (1.4 / 3), 100 * T975[2] * 0.03 / math.sqrt(3)
     assert f"{mean:.1f} ± {ci:.1f}" in first and "baseline" in first
@@ -317,7 +318,8 @@ def test_format_table_shows_percent_with_ci(sweep_dir):
     rows = list(pd.read_csv(__import__("io").StringIO(analysis.format_table(s, "csv"))).itertuples())
     assert len(rows) == 2
     tex = analysis.format_table(s, "latex")
-    assert r"\begin{tabular}" in tex and r"$\pm$" in tex and r"num\_tasks" in tex
+    assert r"\begin{tabular}" in tex and r"$\pm$" in tex and tex.startswith("% dataset: digits; num_tasks: 3")
+    assert r"num\_tasks" in analysis.format_table(s, "latex", columns="all")
     with pytest.raises(analysis.ResultsError, match="markdown, csv, latex"):
         analysis.format_table(s, "html")
 

@@ -49,7 +49,7 @@ def test_cli_subprocess_writes_summary_and_figures(storage, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "analysis", storage, "--baseline", "lwf", "--out", out],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("| approach | dataset")
+    assert proc.stdout.startswith("dataset: digits; num_tasks: 4\n\n| approach |   n |")
     assert "2 partial trials excluded" in proc.stdout
     table = check_outputs(out, baseline=True)
     assert table["n_seeds"].sum() == 10

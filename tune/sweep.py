@@ -20,6 +20,7 @@ from ray.tune.schedulers import ASHAScheduler
 from cil.results import TASK_RESULTS, compact_results, compact_trial, join, resolve
 from tune.lease import SweepLease
 from tune.paths import SweepError, SweepPaths
+from tune.progress import live_progress, open_board
 from tune.searcher import make_searcher
 from tune.spec import TIME_ATTR, SweepSpec
 from tune.tracking import tracking_callbacks
@@ -87,12 +88,14 @@ def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1) -> Any:
                                   reuse_actors=True,  # a new trial skips the worker's torch/cil import
                                   trial_dirname_creator=_trial_dirname)
     fs, storage = storage_for_ray(paths)
+    space = param_space(spec)
+    live = live_progress(paths.name, verbose)
     run_config = tune.RunConfig(
         name=paths.name, storage_path=storage, storage_filesystem=fs, verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
-        callbacks=tracking_callbacks(spec.tracking, paths.name))
-    return tune.Tuner(make_trainable(spec, paths), param_space=param_space(spec), tune_config=tune_config,
+        callbacks=[*tracking_callbacks(spec.tracking, paths.name), *([live] if live else [])])
+    return tune.Tuner(make_trainable(spec, paths), param_space=space, tune_config=tune_config,
                       run_config=run_config)
 
 
@@ -144,8 +147,13 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
         if not ray.is_initialized():
             connect(address, verbose)
         tuner = restore_tuner(spec, paths) if resume else make_tuner(spec, paths, verbose)
-        with _without_ray_restore_hint():
-            grid = tuner.fit()
+        board = open_board(paths.name) if verbose > 0 else None  # the live epoch columns' source
+        try:
+            with _without_ray_restore_hint():
+                grid = tuner.fit()
+        finally:
+            if board is not None:
+                ray.kill(board)
         # The saved state, not the grid's trials: an interrupt marks those TERMINATED in memory, while
         # the state saved for --resume keeps them RUNNING or PENDING.
         trials = tune.ExperimentAnalysis(folder, storage_filesystem=fs).trials

@@ -35,6 +35,7 @@ from cil.results import (
     resolve,
     write_task,
 )
+from tune.progress import epoch_sender
 from tune.spec import SEEDS_KEY
 
 STATE_FILE = "cil_state.pt"
@@ -77,7 +78,9 @@ def _train(config: dict[str, Any], sweep: str, results_dir: str, ray_id: str, gp
     for (trial_id, cfg), state in zip(runs, states, strict=True):
         if state is not None:  # rows of tasks after the checkpoint are about to be redone
             discard_tasks_from(results_dir, trial_id, int(state["next_task"]), cfg.data.num_tasks)
-    for results in zip(*(run(cfg, state) for (_, cfg), state in zip(runs, states, strict=True)), strict=True):
+    after_epoch = epoch_sender(sweep, ray_id, [cfg.run.seed for _, cfg in runs])  # the live table's epochs
+    cil_runs = [run(cfg, state, after_epoch=after_epoch) for (_, cfg), state in zip(runs, states, strict=True)]
+    for results in zip(*cil_runs, strict=True):
         for (trial_id, _), r in zip(runs, results, strict=True):
             tag = {"sweep": sweep, "trial_id": trial_id}
             write_task([tag | row for row in r.task_rows], [tag | row for row in r.head_rows],

@@ -31,7 +31,7 @@ from cil.memory import ExemplarMemory
 from cil.networks import IncrementalNet
 
 if TYPE_CHECKING:
-    from cil.training import FitReport, Trainer
+    from cil.training import EpochRecord, FitReport, Trainer
 
 Phase = Literal["train", "val", "test"]
 Split = tuple[Tensor, Tensor]
@@ -71,6 +71,9 @@ class TaskContext:
     generator: torch.Generator
     trainer: Trainer
     log: Callable[[str], None] | None = None
+    #: called after each training epoch of the task (not the warm-up) with its record: a runner's
+    #: progress display (a sweep's live table), never part of what the run computes
+    after_epoch: Callable[[TaskContext, EpochRecord], None] | None = None
 
     @property
     def offset(self) -> int:
