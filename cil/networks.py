@@ -317,7 +317,12 @@ class IncrementalNet(nn.Module):
         if len(self.heads) == 0:
             raise RuntimeError("IncrementalNet has no heads yet: call add_head() before forward()")
         feats = self.backbone(x)
-        logits = [head(feats) for head in self.heads]
+        if torch.is_autocast_enabled(feats.device.type):  # train.amp: the heads and the features in fp32
+            with torch.autocast(feats.device.type, enabled=False):
+                feats = feats.float()
+                logits = [head(feats) for head in self.heads]
+        else:
+            logits = [head(feats) for head in self.heads]
         return (logits, feats) if return_features else logits
 
     # -- freezing -------------------------------------------------------------------------------------
