@@ -169,6 +169,6 @@ def oom_error(err: BaseException, device: str | torch.device | None = None) -> C
                        f"{_gib(torch.cuda.max_memory_allocated(dev))} of {_gib(total)} on {dev}"
                        + (f", per-process memory fraction {fraction:.3g} (cap {_gib(fraction * total)})"
                           if fraction is not None and fraction < 1 else ""))
-    return CudaOutOfMemoryError(f"CUDA out of memory ({first}); {figures}. Fix: give each trial a larger GPU "
-                                "share (resources.gpu, up to 1) or a smaller train.batch_size "
-                                "(train.eval_batch_size for evaluation)")
+    return CudaOutOfMemoryError(f"{first.rstrip('.')}; {figures}. Fix: give each trial a larger GPU share "
+                                "(resources.gpu, up to 1) or a smaller train.batch_size (train.eval_batch_size "
+                                "for evaluation)")
