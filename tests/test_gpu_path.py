@@ -14,7 +14,7 @@ import cil.device
 from cil.approaches.il2m import class_sums
 from cil.approaches.lwm import top_class_columns
 from cil.config import ConfigError, ExperimentConfig
-from cil.device import CUBLAS_WORKSPACE, CudaOutOfMemoryError, CudaUnusableError, PROVENANCE_COLUMNS
+from cil.device import CUBLAS_WORKSPACE, PROVENANCE_COLUMNS, CudaOutOfMemoryError, CudaUnusableError
 from cil.loop import Experiment, run
 from tune.trainable import visible_index
 

@@ -43,8 +43,8 @@ def probes(tmp_path_factory):
                                                "probe_numerics": str(folder)}))
         import ray
 
-        ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"worker_process_setup_hook": fault_hooks.HOOK})
+        ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, runtime_env={"worker_process_setup_hook": fault_hooks.HOOK})
         yield folder
         ray.shutdown()
 
