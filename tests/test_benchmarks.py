@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks import facil_style_loop
 from benchmarks.fake_cifar100 import write_fake_cifar100
+from cil import bench
 
 
 def test_fake_cifar100_has_torchvisions_layout_and_balanced_classes(tmp_path):
@@ -32,9 +33,33 @@ def test_fake_cifar100_rejects_uneven_sizes(tmp_path):
 
 def test_facil_style_loop_prints_both_rates(tmp_path, capsys):
     write_fake_cifar100(tmp_path, n_train=1000, n_test=100)
-    facil_style_loop.main([str(tmp_path), "--batch", "16", "--workers", "0", "--limit", "32"])
+    facil_style_loop.main([str(tmp_path), "--batch", "16", "--workers", "0", "--limit", "48",
+                           "--warmup-batches", "1", "--epochs", "2"])
     out = json.loads(capsys.readouterr().out)
     assert out["finetuning_img_s"] > 0 and out["lwf_img_s"] > 0 and out["augment"] == "facil"
+
+
+def test_both_loops_time_the_same_window_on_the_same_default_device(tmp_path, capsys):
+    """The fair comparison: the same warm-up, timer start and stop, statistic and epochs (not timings)."""
+    write_fake_cifar100(tmp_path, n_train=1000, n_test=100)
+    window = ["--limit", "48", "--warmup-batches", "1", "--epochs", "2"]
+    facil_style_loop.main([str(tmp_path), "--batch", "16", "--workers", "1", *window])
+    facil = json.loads(capsys.readouterr().out)
+    assert bench.main(["--data-root", str(tmp_path), "--batch-size", "16", "--network", "resnet32",
+                       "--approaches", "lwf", *window]) == 0
+    ours = json.loads(capsys.readouterr().out)
+    assert ours["window"] == facil["window"]
+    assert ours["window"]["warmup_batches"] == 1 and ours["window"]["epochs"] == 2
+    assert ours["window"]["statistic"] == "median" and "after the warm-up" in ours["window"]["timer_starts"]
+    assert ours["device"] == facil["device"]  # both default to auto
+    assert ours["finetuning_img_s"] > 0 and ours["lwf_img_s"] > 0
+
+
+def test_a_warm_up_that_leaves_nothing_to_time_is_refused(tmp_path, capsys):
+    write_fake_cifar100(tmp_path, n_train=1000, n_test=100)
+    assert bench.main(["--data-root", str(tmp_path), "--batch-size", "16", "--network", "convnet",
+                       "--approaches", "lwf", "--limit", "32", "--warmup-batches", "2"]) == 2
+    assert "--warmup-batches 2 of 16 leave no image of 32 to time" in capsys.readouterr().err
 
 
 def test_facil_style_loop_transforms_are_facils():
