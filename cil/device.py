@@ -27,6 +27,9 @@ DRIVER_FILE = "/proc/driver/nvidia/version"
 # The oldest driver each CUDA major version of torch's wheels runs on (NVIDIA's minor-version
 # compatibility: any 12.x build on a 525+ driver, any 13.x build on a 580+ driver).
 MIN_DRIVER = {"13": "580", "12": "525"}
+# A fractional-GPU trial caps its allocator a little under its share: the CUDA context and allocator
+# fragmentation live outside the cap, and trials sharing a card are not isolated from each other.
+GPU_SHARE_HEADROOM = 0.9
 
 
 class CudaUnusableError(PermanentError):

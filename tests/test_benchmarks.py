@@ -67,3 +67,20 @@ def test_facil_style_loop_transforms_are_facils():
     crop = [type(t).__name__ for t in facil_style_loop.train_transform("crop").transforms]
     assert facil == ["Pad", "RandomResizedCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
     assert crop == ["Pad", "RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
+
+
+def test_gpu_check_runs_every_step_in_its_quick_cpu_mode(tmp_path, capsys):
+    """benchmarks/gpu_check.py, the one command prepared for a GPU machine, cannot rot: its small mode."""
+    from benchmarks import gpu_check
+
+    out_file = tmp_path / "gpu_check.json"
+    assert gpu_check.main(["--device", "cpu", "--quick", "--out", str(out_file)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    result = json.loads(printed[0])
+    assert result == json.loads(out_file.read_text())
+    bench, facil = result["bench"]["fp32"], result["bench"]["facil"]
+    assert bench["finetuning_img_s"] > 0 and facil["finetuning_img_s"] > 0 and bench["window"] == facil["window"]
+    assert "skipped" in result["bench"]["compiled"]
+    assert result["trials"]["1"]["aggregate_img_s"] > 0 and len(result["trials"]["2"]["peak_mib"]) == 2
+    assert result["pytest"]["rc"] in (0, 5) and "skipped" in result["pytest"]["summary"]  # no CUDA here
+    assert "| cil.bench fp32 |" in "\n".join(printed) and "| concurrent trials |" in "\n".join(printed)

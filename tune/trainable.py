@@ -24,7 +24,7 @@ import torch
 from ray import tune
 
 from cil.config import ExperimentConfig
-from cil.device import cuda_device, set_cublas_workspace
+from cil.device import GPU_SHARE_HEADROOM, cuda_device, set_cublas_workspace
 from cil.errors import PermanentError
 from cil.loop import TaskResult, run
 from cil.results import (
@@ -40,9 +40,6 @@ from tune.spec import SEEDS_KEY
 
 STATE_FILE = "cil_state.pt"
 FAILED_DIR = "_failed"
-# A fractional-GPU trial caps its allocator a little under its share: the CUDA context and allocator
-# fragmentation live outside the cap, and trials sharing a card are not isolated from each other.
-GPU_SHARE_HEADROOM = 0.9
 
 
 def train_trial(config: dict[str, Any], *, sweep: str, results_dir: str, gpu_fraction: float = 0.0) -> None:
