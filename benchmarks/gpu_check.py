@@ -178,7 +178,8 @@ def table(result: dict[str, Any]) -> str:
             continue
         ratio = [round(r[k] / f, 2) if f else "-" for k, f in (("finetuning_img_s", fr[0]), ("lwf_img_s", fr[1]))]
         lines.append(f"| cil.bench {name} | {r['finetuning_img_s']} | {r['lwf_img_s']} | {ratio[0]} / {ratio[1]} |")
-    lines += ["", "| concurrent trials | aggregate img/s | x one trial | seconds | peak MiB per trial |", "|---|---|---|---|---|"]
+    lines += ["", "| concurrent trials | aggregate img/s | x one trial | seconds | peak MiB per trial |",
+              "|---|---|---|---|---|"]
     trials = result["trials"]
     one = (trials.get("1") or {}).get("aggregate_img_s")
     for k, r in trials.items():
