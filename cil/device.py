@@ -13,6 +13,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 from typing import Any
 
 import torch
@@ -80,8 +81,8 @@ def cuda_unusable_message(where: str) -> str:
     fix = (f"install a torch build this driver supports (CUDA {cuda} needs driver >= {need}; a CUDA 12.x "
            f"build such as the cu126 wheels runs on drivers >= {MIN_DRIVER['12']}), or update the driver"
            if cuda else "install a CUDA build of torch (https://pytorch.org/get-started/locally/)")
-    return (f"{where}, but CUDA is not usable: {built}; the NVIDIA driver is "
-            f"{driver if driver else 'not found (no NVIDIA driver found)'}. Fix: {fix}; or set "
+    return (f"{where}, but CUDA is not usable: {built}; "
+            f"{f'the NVIDIA driver is {driver}' if driver else 'no NVIDIA driver found'}. Fix: {fix}; or set "
             f"resources.gpu: 0 (run.device: cpu) to train on the CPU on purpose")
 
 
@@ -121,9 +122,17 @@ def apply_numerics(deterministic: bool, tf32: bool, cudnn_benchmark: bool, devic
 
 def check_amp(amp: bool, device: torch.device) -> None:
     """bf16 autocast only where the GPU has bf16 units (elsewhere it is slower than fp32)."""
-    if amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if amp and device.type == "cuda" and not _native_bf16():
         raise PrecisionError(f"train.amp: true needs bf16, which {torch.cuda.get_device_name(device)} (compute "
                              f"capability {_capability(device)}) does not support; set train.amp: false (fp32)")
+
+
+def _native_bf16() -> bool:
+    """bf16 in hardware (Ampere and later); torch's default check also counts emulation (a T4)."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # an older torch: no emulation counted
+        return torch.cuda.is_bf16_supported()
 
 
 def _capability(device: torch.device) -> str:
@@ -175,3 +184,30 @@ def oom_error(err: BaseException, device: str | torch.device | None = None) -> C
     return CudaOutOfMemoryError(f"{first.rstrip('.')}; {figures}. Fix: give each trial a larger GPU share "
                                 "(resources.gpu, up to 1) or a smaller train.batch_size (train.eval_batch_size "
                                 "for evaluation)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cil.device [--require-cuda]``: what this node's torch can use, as one line; exit 1 when
+    an NVIDIA GPU is here (or ``--require-cuda``) and torch cannot use CUDA: the cluster files run it in
+    their GPU nodes' setup, so a node whose driver the installed torch does not support fails at once."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m cil.device", description=main.__doc__)
+    p.add_argument("--require-cuda", action="store_true", help="fail unless CUDA is usable (a GPU node)")
+    args = p.parse_args(argv)
+    driver = driver_version()
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        print(f"CUDA usable: torch {torch.__version__} (CUDA {torch.version.cuda}), driver {driver}, "
+              f"devices: {', '.join(names)}")
+        return 0
+    if args.require_cuda or driver is not None:
+        print("error: " + cuda_unusable_message("this node is a GPU node" if args.require_cuda
+                                                else "this machine has an NVIDIA GPU"), file=sys.stderr)
+        return 1
+    print(f"no GPU here: torch {torch.__version__} runs on the CPU")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
