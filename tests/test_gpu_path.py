@@ -207,3 +207,20 @@ def test_compile_gives_the_same_accuracies_and_losses_to_rounding() -> None:
         assert rows_e == rows_c
         for e, c in zip(epochs_e, epochs_c, strict=True):
             assert c == pytest.approx(e, rel=1e-3)
+
+
+def test_analysis_reads_rows_with_and_without_the_provenance_columns(tmp_path) -> None:
+    """Results written before the provenance columns existed load beside new ones (missing: null)."""
+    from analysis.load import load
+    from cil.results import write_task
+
+    first = next(run(ExperimentConfig.from_dict(FAST | {"data.num_tasks": 2, "train.nepochs": 1,
+                                                        "run.device": "cpu"})))
+    for trial, strip in (("new", ()), ("old", PROVENANCE_COLUMNS)):
+        tag = {"sweep": "s", "trial_id": trial}
+        rows = [tag | {k: v for k, v in r.items() if k not in strip} for r in first.task_rows]
+        write_task(rows, [tag | r for r in first.head_rows], str(tmp_path), trial, 0)
+    df = load(str(tmp_path))
+    assert sorted(df["trial_id"].unique()) == ["new", "old"]
+    assert (df.loc[df["trial_id"] == "new", "device_kind"] == "cpu").all()
+    assert df.loc[df["trial_id"] == "old", "device_kind"].isna().all()
