@@ -8,10 +8,13 @@ transform (training: ``Pad(4)``, ``RandomResizedCrop(32)``, ``RandomHorizontalFl
 ResNet-32 (cil's module, run as FACIL would: fp32, contiguous memory, no BatchNorm folding) with one
 linear head per task; SGD over the backbone and the current head (FACIL's LwF without exemplars),
 gradient-norm clipping at 10,000; and for LwF the frozen old model's forward runs outside ``no_grad``,
-as in FACIL. It times one epoch of task 0 (finetuning) and one of task 1 (LwF: CE on the current head
-+ joint KD over the old heads, T = 2) and prints one JSON line of images per second.
+as in FACIL; cuDNN deterministic without autotuning and no TF32 (FACIL's defaults, and cil's). It times
+epochs of task 0 (finetuning) and of task 1 (LwF: CE on the current head + joint KD over the old heads,
+T = 2) in the window ``python -m cil.bench`` times (cil.bench.Window: per epoch the first
+``--warmup-batches`` batches untimed, which includes the DataLoader's workers starting; the median over
+``--epochs`` epochs) and prints one JSON line of images per second.
 
-Usage: ``python -m benchmarks.facil_style_loop CIFAR_ROOT [--batch 64] [--workers 2] [--tasks 10]``
+Usage: ``python -m benchmarks.facil_style_loop CIFAR_ROOT [--batch 64] [--workers 2] [--tasks 10] [--device auto]``
 (CIFAR_ROOT holds ``cifar-100-python/``: the real set, or one written by ``benchmarks.fake_cifar100``).
 """
 
@@ -31,6 +34,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from cil.bench import Window, add_window_arguments, synchronize
 from cil.data.dataset import CIFAR100_STATS
 from cil.losses import kd_joint
 from cil.networks import make_backbone
@@ -76,14 +80,18 @@ def read_cifar_train(root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def time_epoch(net: MultiHeadNet, old: MultiHeadNet | None, loader: torch.utils.data.DataLoader,
-               t: int, device: torch.device, temperature: float = 2.0) -> float:
-    """Images per second of one FACIL-style training epoch of task t (loader start-up included)."""
+               t: int, device: torch.device, warmup_batches: int, temperature: float = 2.0) -> tuple[int, float]:
+    """(images, seconds) of one FACIL-style training epoch of task t after its first ``warmup_batches``
+    (the loader's workers start and the first batches run before the timer starts)."""
     params = [*net.backbone.parameters(), *net.heads[t].parameters()]
     optimizer = torch.optim.SGD(params, lr=0.1)
     net.train()
     seen = 0
-    start = time.perf_counter()
-    for images, targets in loader:
+    start = None
+    for i, (images, targets) in enumerate(loader):
+        if i == warmup_batches:
+            synchronize(device)
+            start = time.perf_counter()
         images, targets = images.to(device), targets.to(device)
         old_outputs = old(images) if old is not None else None     # FACIL: no no_grad around it
         outputs = net(images)
@@ -94,10 +102,13 @@ def time_epoch(net: MultiHeadNet, old: MultiHeadNet | None, loader: torch.utils.
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), 10000.0)
         optimizer.step()
-        seen += len(targets)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return seen / (time.perf_counter() - start)
+        if start is not None:
+            seen += len(targets)
+    if start is None:
+        raise ValueError(f"--warmup-batches {warmup_batches} leave no batch of task {t} to time: lower it or "
+                         "raise --limit")
+    synchronize(device)
+    return seen, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,11 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tasks", type=int, default=10, help="tasks of equal size over the 100 classes")
     p.add_argument("--augment", choices=("facil", "crop"), default="facil",
                    help="facil: Pad(4) + RandomResizedCrop(32) + flip; crop: Pad(4) + RandomCrop(32) + flip")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--limit", type=int, default=0, help="cap images per epoch (0: the whole task)")
+    add_window_arguments(p)
     a = p.parse_args(argv)
     torch.manual_seed(0)
-    device = torch.device(a.device)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device)
+    window = Window(a.warmup_batches, a.epochs)
     images, labels = read_cifar_train(a.root)
     per_task = 100 // a.tasks
     net = MultiHeadNet().to(device)
@@ -128,9 +141,11 @@ def main(argv: list[str] | None = None) -> None:
             TaskImages(images[idx], labels[idx] - t * per_task, train_transform(a.augment)),
             batch_size=a.batch, shuffle=True, num_workers=a.workers)
         net.heads.append(nn.Linear(net.dim, per_task).to(device))
-        result[key] = round(time_epoch(net, old, loader, t, device), 1)
+        timed = [time_epoch(net, old, loader, t, device, window.warmup_batches) for _ in range(window.epochs)]
+        result[key] = round(window.rate(timed), 1)
         old = copy.deepcopy(net).eval()
-    print(json.dumps(result | {"augment": a.augment, "device": str(device), "batch_size": a.batch}))
+    print(json.dumps(result | {"augment": a.augment, "device": str(device), "batch_size": a.batch,
+                               "window": window.describe()}))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import yaml
 
 from cil.approaches.registry import SPECS, section_flags, section_users
 from cil.config import DEFAULT_NETWORKS, ConfigError, ExperimentConfig, flatten
+from cil.errors import PermanentError
 from cil.results import EPOCHS, compact_trial, write_task
 
 # torch (and every module that imports it) is imported when a run starts, not here: ``cil --help`` and
@@ -59,6 +60,10 @@ SWITCHES: dict[str, str] = {
     "--fix-bn": "train.fix_bn",
     "--multi-softmax": "train.multi_softmax",
 }
+# FACIL's switches that turn a default off: each sets its config key to false.
+OFF_SWITCHES: dict[str, str] = {
+    "--no-cudnn-deterministic": "run.deterministic",
+}
 
 # FACIL flags without a config key. Accepted ones print a note and change nothing; refused ones stop the
 # run before any work, saying what replaces them. name -> (argparse keywords, accepted?, message).
@@ -70,8 +75,6 @@ FACIL_ONLY_FLAGS: dict[str, tuple[dict[str, Any], bool, str]] = {
     "--last-layer-analysis": ({"action": "store_const", "const": True}, True,
                               "head weight norms and bias means are always recorded (the heads/ Parquet table; "
                               "analysis.plot_head_norms draws them)"),
-    "--no-cudnn-deterministic": ({"action": "store_const", "const": True}, True,
-                                 "cil leaves cuDNN at its defaults; identical numbers are guaranteed on the CPU"),
     "--save-models": ({"action": "store_const", "const": True}, False,
                       "python -m cil does not save models: each task's model is in the state cil.run(cfg) yields "
                       "(TaskResult.state, torch.save-able), and sweeps checkpoint it after every task"),
@@ -139,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, key in SWITCHES.items():
         p.add_argument(flag, action="store_const", const=True, default=None,
                        help=f"sets {key} to true (default: {defaults[key]})")
+    for flag, key in OFF_SWITCHES.items():
+        p.add_argument(flag, action="store_const", const=True, default=None,
+                       help=f"sets {key} to false (default: {defaults[key]})")
     p.add_argument("--gpu", type=int, default=None, metavar="N",
                    help="FACIL's GPU index: sets run.device to cuda:N (the CPU, with a note, when there is no "
                         "CUDA); --device wins over it")
@@ -216,6 +222,9 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     for flag, key in SWITCHES.items():
         if getattr(args, _dest(flag)) is not None:
             values[key] = True
+    for flag, key in OFF_SWITCHES.items():
+        if getattr(args, _dest(flag)) is not None:
+            values[key] = False
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -225,6 +234,15 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML ({err})") from None
     return ExperimentConfig.from_dict(values)
+
+
+def _device_text(device: str) -> str:
+    """The device a run chose, as the user should see it: ``cuda:0 (NVIDIA H100 80GB HBM3)``."""
+    if not device.startswith("cuda"):
+        return device
+    import torch
+
+    return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
 
 
 def _cuda_available() -> bool:
@@ -260,6 +278,16 @@ def main(argv: list[str] | None = None) -> int:
             print(yaml.safe_dump(cfg.to_flat(), sort_keys=False), end="")
             return 0
         device = cfg.resolved_device()
+        if cfg.run.device == "auto" and device == "cpu":
+            from cil.device import auto_device_note
+
+            unusable = auto_device_note()
+            if unusable:
+                print(f"warning: {unusable}", file=sys.stderr)
+        if cfg.run.deterministic:
+            from cil.device import set_cublas_workspace
+
+            set_cublas_workspace()  # before the run's first CUDA work
         results_root = os.path.abspath(args.results_path)
         _check_writable_dir(results_root)
     except ConfigError as err:
@@ -273,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     results_dir = os.path.join(results_root, exp_name, "results")
     trial_id = f"{cfg.approach}-s{cfg.run.seed}-{cfg.fingerprint()}"
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
-    print(f"experiment {exp_name} / {trial_id} on {device}", flush=True)
+    print(f"experiment {exp_name} / {trial_id} on {_device_text(device)}", flush=True)
     tensorboard = None
     if "tensorboard" in args.log:
         from cil.extras import MissingExtraError
@@ -300,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except PermanentError as err:  # CUDA out of memory, bf16 missing, a diverging loss
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
     finally:
         if tensorboard is not None:
             tensorboard.close()

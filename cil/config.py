@@ -38,7 +38,9 @@ SELECTIONS = ("random", "herding", "entropy", "distance")
 # data.augment: FACIL's training transform per dataset, translation-only crops, or nothing
 # (cil.data.dataset.training_augment says what each means for each dataset).
 AUGMENT_MODES = ("facil", "crop", "none")
-# Keys that say where a run happens, not what it computes: left out of the fingerprint.
+SGD_IMPLS = ("torch", "for-loop", "foreach", "fused")
+# Keys that say where a run happens, not what it computes: left out of the fingerprint (the device's
+# kind counts: a CUDA run gets other numbers than a CPU run, see ExperimentConfig.device_kind).
 _MACHINE_KEYS = ("data.data_root", "data.on_device", "run.device")
 
 
@@ -130,9 +132,24 @@ class TrainConfig:
     all_outputs: bool = False
     """Cross-entropy over all heads even without exemplars (FACIL's `--all-outputs`); with exemplars stored it is
     over all heads anyway."""
-    amp: bool = False  # bf16 autocast on CUDA: an opt-in; FACIL and the paper ran fp32
-    """bf16 autocast on CUDA, an opt-in speed setting (FACIL and the paper ran fp32): it quantises distillation
-    targets and the validation losses that drive the lr schedule, and its effect on accuracy is unmeasured."""
+    amp: bool = False
+    """bf16 autocast of the backbone on CUDA, an opt-in speed setting (FACIL and the paper ran fp32): heads, every
+    loss term, Grad-CAM and the evaluation scores stay fp32; refused on a GPU without native bf16. Its effect on
+    accuracy is unmeasured."""
+    tf32: bool = False
+    """Allow TF32 in CUDA matmuls and cuDNN convolutions (Ampere and later); false: true fp32 on every card,
+    as FACIL and the paper ran (torch's own default would be TF32 convolutions on Ampere+ only)."""
+    cudnn_benchmark: bool = False
+    """Let cuDNN pick convolution kernels by timing them (faster, not reproducible): needs
+    run.deterministic: false."""
+    compile: bool = False
+    """Run the model through torch.compile (a speed lever: same numbers on the CPU; compile time is paid
+    once per task's head layout)."""
+    sgd_impl: str = "torch"
+    """SGD's implementation: torch (torch's choice: for-loop on the CPU, foreach on CUDA), for-loop,
+    foreach or fused (all bit-equal on the CPU)."""
+    eval_batch_size: int = 0
+    """Batch size of evaluation, validation and exemplar passes (no gradients); 0: train.batch_size."""
     fix_bn: bool = False
     """FACIL's `--fix-bn`: keep the backbone's BatchNorm layers in eval mode while training every task after the
     first (statistics frozen at task 0's)."""
@@ -233,6 +250,9 @@ class RunConfig:
     stop_at_task: int = 0
     """FACIL's `--stop-at-task`: train tasks 0..K-1 only (0: every task); rows keep the scenario's `num_tasks`, and
     `cil.run` continues from its last state with a larger value."""
+    deterministic: bool = True
+    """Reproducible CUDA numerics, as FACIL runs unless --no-cudnn-deterministic: deterministic cuDNN
+    without autotuning, torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG (docs/gpu.md)."""
 
 
 @dataclass
@@ -372,8 +392,18 @@ class _CoreConfig:
     def fingerprint(self) -> str:
         """Short stable hash of the config; equal configs give equal trial ids."""
         flat = {k: v for k, v in self.to_flat().items() if k not in _MACHINE_KEYS}
+        kind = self.device_kind()
+        if kind != "cpu":  # CPU runs keep the ids they had before the kind counted
+            flat["device_kind"] = kind
         blob = json.dumps(flat, sort_keys=True, default=str).encode()
         return hashlib.sha1(blob).hexdigest()[:10]
+
+    def device_kind(self) -> str:
+        """``cpu``, ``cuda`` or ``mps``: the kind of device this config runs on (``auto`` resolved), not
+        its index (the same card type at another index computes the same numbers)."""
+        if self.run.device != "auto":
+            return self.run.device.partition(":")[0]
+        return self.resolved_device().partition(":")[0]
 
     def resolved_device(self) -> str:
         """The device to run on; ``auto`` is CUDA when there is one. A CUDA device that this machine
@@ -587,6 +617,11 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
         positive(f"train.{name}", getattr(t, name))
     for name in ("lr_min", "momentum", "weight_decay", "warmup_nepochs"):
         positive(f"train.{name}", getattr(t, name), allow_zero=True)
+    choice("train.sgd_impl", t.sgd_impl, SGD_IMPLS)
+    positive("train.eval_batch_size", t.eval_batch_size, allow_zero=True)
+    if t.cudnn_benchmark and cfg.run.deterministic:
+        p.append("train.cudnn_benchmark = true is not valid with run.deterministic = true: autotuned kernels "
+                 "are not reproducible; set run.deterministic: false (FACIL's --no-cudnn-deterministic) too")
     if t.momentum >= 1:
         p.append(f"train.momentum = {t.momentum!r} is not valid: must be in [0, 1)")
     if t.lr_factor <= 1 and t.lr_factor > 0:

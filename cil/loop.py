@@ -21,6 +21,7 @@ from cil.approaches import make_approach
 from cil.approaches.base import Approach, TaskContext, task_seed
 from cil.config import ExperimentConfig
 from cil.data import Dataset, Scenario, load_dataset, make_scenario
+from cil.device import apply_numerics, check_amp, oom_error, provenance
 from cil.gridsearch import GridSearch, TaskSearch
 from cil.memory import ExemplarMemory
 from cil.networks import IncrementalNet, make_backbone
@@ -86,6 +87,8 @@ class Experiment:
         self.log = log
         self.after_epoch = after_epoch
         self.device = torch.device(cfg.resolved_device())
+        check_amp(cfg.train.amp, self.device)
+        apply_numerics(cfg.run.deterministic, cfg.train.tf32, cfg.train.cudnn_benchmark, self.device)
         d = cfg.data
         self.dataset: Dataset = load_dataset(d.dataset, d.data_root, image_size=d.image_size,
                                              fixed_class_order=d.fixed_class_order, augment=d.augment)
@@ -101,6 +104,10 @@ class Experiment:
         m = cfg.memory
         self.memory = ExemplarMemory(m.num_exemplars, m.num_exemplars_per_class, m.selection)
         self.trainer = Trainer(cfg, self.dataset, self.device)
+        if cfg.train.compile:  # the backbone only: heads are added per task (state_dict keys unchanged)
+            self.model.backbone.compile()
+        #: what ran (cil.device.PROVENANCE_COLUMNS): a column of every task_results row
+        self.provenance = provenance(self.device, self.trainer.autocast_dtype is not None)
 
     def add_head(self, t: int) -> None:
         """Task t's head, built by the approach from a generator seeded by (seed, t)."""
@@ -118,6 +125,8 @@ class Experiment:
         old_model = None
         if self.approach.needs_old_model and t > 0:
             old_model = frozen_copy(self.model, fuse=not self.approach.old_model_grad)
+            if self.cfg.train.compile:  # a copy is not compiled
+                old_model.backbone.compile()
         self.add_head(t)
         gen = torch.Generator(device=self.device).manual_seed(task_seed(self.cfg.run.seed, t, 1))
         return TaskContext(t=t, cfg=self.cfg, model=self.model, old_model=old_model, memory=self.memory,
@@ -160,7 +169,16 @@ def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
     Pass a ``state`` yielded earlier (possibly saved and loaded with ``weights_only=True``) to continue
     with the next task. ``after_epoch(ctx, record)`` is called after every training epoch (progress
     displays; see ``TaskContext.after_epoch``).
+    with the next task. CUDA running out of memory is a :class:`~cil.device.CudaOutOfMemoryError` (a
+    permanent error naming the allocator's figures and the fix).
     """
+    try:
+        yield from _run(cfg, state, log)
+    except torch.OutOfMemoryError as err:
+        raise oom_error(err) from err
+
+
+def _run(cfg: ExperimentConfig, state: dict[str, Any] | None, log: Log | None) -> Iterator[TaskResult]:
     if state is not None:
         _validate_state(cfg, state)
     exp = Experiment(cfg, log, after_epoch)
@@ -230,7 +248,7 @@ def _task_result(cfg: ExperimentConfig, flat: dict[str, Any], exp: Experiment, t
     ident = {"approach": cfg.approach, "seed": cfg.run.seed}
     common = ident | {"dataset": cfg.data.dataset, "num_tasks": exp.scenario.num_tasks,
                       "network": cfg.model.network, "task": t, "classes_seen": classes_seen,
-                      "train_seconds": seconds[t]}
+                      "train_seconds": seconds[t]} | exp.provenance
     task_rows = [common | {"eval_task": u, "acc_taw": float(acc_taw[t, u]), "acc_tag": float(acc_tag[t, u]),
                            "forg_taw": float(forg_taw[t, u]), "forg_tag": float(forg_tag[t, u])}
                  | {column: float(mat[t, u]) for column, mat in acc_other.items()} | flat

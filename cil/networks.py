@@ -11,8 +11,9 @@ flag, see :meth:`IncrementalNet.set_last_relu`).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torchvision
@@ -309,15 +310,16 @@ class IncrementalNet(nn.Module):
     # -- forward --------------------------------------------------------------------------------------
 
     def features(self, x: Tensor) -> Tensor:
-        """Backbone features ``[N, out_dim]``."""
-        return self.backbone(x)
+        """Backbone features ``[N, out_dim]``, fp32 under ``train.amp``'s autocast too."""
+        return self.backbone(x).float()
 
     def forward(self, x: Tensor, return_features: bool = False) -> list[Tensor] | tuple[list[Tensor], Tensor]:
         """Per-head logits (and the features when ``return_features``)."""
         if len(self.heads) == 0:
             raise RuntimeError("IncrementalNet has no heads yet: call add_head() before forward()")
-        feats = self.backbone(x)
-        logits = [head(feats) for head in self.heads]
+        feats = self.features(x)
+        with full_precision(feats.device.type):  # train.amp: the heads in fp32
+            logits = [head(feats) for head in self.heads]
         return (logits, feats) if return_features else logits
 
     # -- freezing -------------------------------------------------------------------------------------
@@ -360,6 +362,17 @@ class IncrementalNet(nn.Module):
             bias = getattr(head, "bias", None)
             stats.append((norm, float(bias.detach().float().mean()) if bias is not None else 0.0))
         return stats
+
+
+@contextlib.contextmanager
+def full_precision(device_type: str) -> Iterator[None]:
+    """Autocast off for a region, where it is on: ``train.amp`` runs the backbone in bf16 and the heads,
+    the losses and the scores in fp32 (rounding logits or cosines to bf16 changes the results)."""
+    if not torch.is_autocast_enabled(device_type):
+        yield
+        return
+    with torch.autocast(device_type, enabled=False):
+        yield
 
 
 def make_net(name: str, in_channels: int, image_size: int) -> IncrementalNet:

@@ -20,7 +20,7 @@ import torch
 import torch.fx.experimental.optimization as fx_optimization
 
 from cil.approaches.base import Approach, Loss, Split, Step, TaskContext
-from cil.config import ExperimentConfig
+from cil.config import ExperimentConfig, TrainConfig
 from cil.data import Dataset, augment, normalize
 from cil.errors import DivergedError
 from cil.metrics import task_accuracies
@@ -70,6 +70,9 @@ class Trainer:
         # channels_last pays on CUDA (tensor cores) and on CPU too (oneDNN: +25% for ResNet-32 here).
         self.channels_last = True
         self.autocast_dtype = torch.bfloat16 if (cuda and cfg.train.amp) else None
+        # evaluation and exemplar passes only: the validation loss is a sum over batches that drives the
+        # schedule, so it keeps the training batches (another batching would round it differently)
+        self.eval_batch_size = cfg.train.eval_batch_size or cfg.train.batch_size
 
     # ---- inputs ----------------------------------------------------------------------------------
     def inputs(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -82,16 +85,19 @@ class Trainer:
         return x
 
     def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast with ``train.amp`` on CUDA, for the model's forward pass only: the heads
+        (cil.networks), every loss term and the evaluation scores run in fp32 outside it."""
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def batches(self, n: int, generator: torch.Generator | None) -> list[torch.Tensor]:
-        """Index batches: shuffled with the generator (training) or in order (evaluation).
+    def batches(self, n: int, generator: torch.Generator | None, batch_size: int = 0) -> list[torch.Tensor]:
+        """Index batches of ``batch_size`` (0: train.batch_size): shuffled with the generator (training)
+        or in order (evaluation).
 
         A trailing batch of one sample is dropped in training: BatchNorm cannot normalise it.
         """
-        bs = self.cfg.train.batch_size
+        bs = batch_size or self.cfg.train.batch_size
         order = (torch.randperm(n, generator=generator, device=self.device) if generator is not None
                  else torch.arange(n, device=self.device))
         out = list(order.split(bs))
@@ -113,7 +119,7 @@ class Trainer:
             xb, yb = self.inputs(x[idx], ctx.generator), y[idx]
             with self.autocast():
                 step = approach.forward(ctx, xb, yb, "train")
-                loss = loss_of(step)
+            loss = loss_of(step)
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             if clip:
@@ -148,7 +154,7 @@ class Trainer:
             xb, yb = self.inputs(x[idx]), y[idx]
             with self.autocast():
                 step = approach.forward(ctx, xb, yb, "val")
-                total += approach.validation_loss(ctx, step).float() * len(idx)
+            total += approach.validation_loss(ctx, step).float() * len(idx)
             scores = torch.cat(step.logits, dim=1).float()
             own = head_of_column == torch.bucketize(yb, bounds, right=True).unsqueeze(1)
             hits += (scores.masked_fill(~own, float("-inf")).argmax(dim=1) == yb).sum()
@@ -171,7 +177,7 @@ class Trainer:
 
         params = [p for p in approach.train_parameters(ctx) if p.requires_grad]
         lr = tc.lr
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+        optimizer = make_sgd(params, tc, lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
         best_loss, best_state, patience = float("inf"), _snapshot(model), tc.lr_patience
         records: list[EpochRecord] = []
 
@@ -238,7 +244,7 @@ class Trainer:
         tc = ctx.cfg.train
         head = ctx.model.heads[ctx.t]
         params = list(head.parameters())
-        optimizer = torch.optim.SGD(params, lr=tc.lr * tc.warmup_lr_factor)
+        optimizer = make_sgd(params, tc, tc.lr * tc.warmup_lr_factor)
         wctx = dataclasses.replace(ctx, old_model=None)
 
         def loss_of(step: Step) -> Loss:
@@ -273,10 +279,10 @@ class Trainer:
         offsets = ctx.model.task_offsets
         for u, (x, y) in zip(range(len(tests)) if tasks is None else tasks, tests, strict=True):
             hits: dict[str, torch.Tensor] = {}
-            for idx in self.batches(len(y), None):
+            for idx in self.batches(len(y), None, self.eval_batch_size):
                 with self.autocast():
                     step = approach.forward(ctx, self.inputs(x[idx]), y[idx], "test")
-                    scores = approach.eval_scores(ctx, step)
+                scores = approach.eval_scores(ctx, step)
                 for name, s in (scores.items() if isinstance(scores, dict) else [("", scores)]):
                     taw_scores, tag_scores = s if isinstance(s, tuple) else (s, s)
                     taw, tag = task_accuracies([v.float() for v in taw_scores], y[idx], offsets, u, multi_softmax=multi)
@@ -292,6 +298,16 @@ class Trainer:
         sizes = [max(len(y), 1) for _, y in tests]
         return {n: ([v[i][0] / size for v, size in zip(values, sizes, strict=True)],
                     [v[i][1] / size for v, size in zip(values, sizes, strict=True)]) for i, n in enumerate(names)}
+
+
+_SGD_KWARGS = {"torch": {}, "for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+
+
+def make_sgd(params: list[torch.nn.Parameter], train: TrainConfig, lr: float, momentum: float = 0.0,
+             weight_decay: float = 0.0) -> torch.optim.SGD:
+    """SGD in the implementation ``train.sgd_impl`` names (bit-equal to each other on the CPU)."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                           **_SGD_KWARGS[train.sgd_impl])
 
 
 def _check_finite(task: int, epoch: int, means: dict[str, float], val_loss: float) -> None:

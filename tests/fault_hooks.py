@@ -10,6 +10,10 @@ faults to inject from ``$CIL_TEST_FAULTS`` (JSON) and patches the functions the 
   then hangs, so that the test can kill the driver at exactly that moment.
 - ``{"storage_full_at_task": T, "markers": DIR}``: writing the rows of task T fails once with
   ENOSPC, as on a disk that is full until someone frees space.
+- ``{"cuda_oom_at_task": T}``: training task T raises ``torch.OutOfMemoryError`` (as CUDA's caching
+  allocator does when a trial's share is full), from inside the trainer's epoch.
+- ``{"probe_numerics": DIR}``: each trial writes ``DIR/<trial>.json`` with the numerics switches and
+  ``CUBLAS_WORKSPACE_CONFIG`` as its process has them when it reports.
 """
 
 from __future__ import annotations
@@ -48,6 +52,38 @@ def install() -> None:
                 raise RuntimeError(f"injected failure after task {task}")
 
         tune.report = report_then_fail
+
+    if "cuda_oom_at_task" in faults:
+        import torch
+
+        import cil.training
+
+        run_epoch, oom_task = cil.training.Trainer.run_epoch, faults["cuda_oom_at_task"]
+
+        def run_epoch_out_of_memory(self, approach, ctx, *args, **kwargs):
+            if targeted() and ctx.t == oom_task:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total "
+                                             "capacity of 22.05 GiB of which 1.20 GiB is free.")
+            return run_epoch(self, approach, ctx, *args, **kwargs)
+
+        cil.training.Trainer.run_epoch = run_epoch_out_of_memory
+
+    if "probe_numerics" in faults:
+        import torch
+
+        probe_report, probe_dir = tune.report, faults["probe_numerics"]
+
+        def report_with_probe(metrics, *args, **kwargs):
+            os.makedirs(probe_dir, exist_ok=True)
+            with open(os.path.join(probe_dir, f"{tune.get_context().get_trial_id()}.json"), "w") as f:
+                json.dump({"cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+                           "cudnn_deterministic": torch.backends.cudnn.deterministic,
+                           "cudnn_benchmark": torch.backends.cudnn.benchmark,
+                           "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+                           "tf32": torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32}, f)
+            probe_report(metrics, *args, **kwargs)
+
+        tune.report = report_with_probe
 
     if "hang_after_merge" in faults:
         compact, folder = cil.results.compact_trial, faults["hang_after_merge"]

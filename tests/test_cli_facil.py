@@ -45,12 +45,19 @@ def test_print_config_shows_the_resolved_network(capsys, dataset, network):
 
 
 def test_accepted_facil_flags_print_notes_and_change_nothing(capsys):
-    assert main(["--num-workers", "4", "--pin-memory", "True", "--last-layer-analysis",
-                 "--no-cudnn-deterministic", "--print-config"]) == 0
+    assert main(["--num-workers", "4", "--pin-memory", "True", "--last-layer-analysis", "--print-config"]) == 0
     out = capsys.readouterr()
     assert yaml.safe_load(out.out) == ExperimentConfig().to_flat()
-    for flag in ("--num-workers", "--pin-memory", "--last-layer-analysis", "--no-cudnn-deterministic"):
+    for flag in ("--num-workers", "--pin-memory", "--last-layer-analysis"):
         assert f"note: {flag} has no effect here" in out.err
+
+
+def test_no_cudnn_deterministic_turns_determinism_off_as_in_facil(capsys):
+    assert main(["--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["run.deterministic"] is True  # FACIL's default
+    assert main(["--no-cudnn-deterministic", "--print-config"]) == 0
+    out = capsys.readouterr()
+    assert yaml.safe_load(out.out)["run.deterministic"] is False and "no effect" not in out.err
 
 
 @pytest.mark.parametrize("flag", [f for f, (_, accepted, _) in FACIL_ONLY_FLAGS.items() if not accepted])

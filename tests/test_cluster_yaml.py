@@ -67,3 +67,33 @@ def test_holds_no_credentials() -> None:
     assert "ssh_private_key" not in cfg["auth"]
     assert "KeyName" not in json.dumps(cfg["available_node_types"])
     assert not re.search(r"arn:aws:iam::\d{12}", text)
+
+
+def test_gpu_workers_fail_setup_when_torch_cannot_use_cuda_and_the_comment_says_which_driver() -> None:
+    """The worker setup runs the project's CUDA check before anything else; the chosen torch build and
+    the driver it needs are stated (the lock's torch is the CUDA 13.0 build: driver >= 580)."""
+    cfg = load()
+    assert cfg["worker_setup_commands"][0] == "cd ~/cil-sweeps && python -m cil.device --require-cuda"
+    assert not any("cil.device" in c for c in cfg["head_setup_commands"])  # the head is a CPU node
+    with open(CLUSTER_YAML) as f:
+        text = f.read()
+    assert "CUDA 13.0 build" in text and "driver >= 580" in text
+
+
+def test_the_cuda_check_fails_on_a_node_without_usable_cuda() -> None:
+    """The command the GPU workers run, here on a machine where torch cannot use CUDA: exit 1, naming
+    torch's CUDA and the driver."""
+    import subprocess
+    import sys
+
+    import torch
+
+    out = subprocess.run([sys.executable, "-m", "cil.device", "--require-cuda"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=False)
+    if torch.cuda.is_available():
+        assert out.returncode == 0 and "CUDA usable" in out.stdout
+    else:
+        assert out.returncode == 1 and "CUDA is not usable" in out.stderr and torch.__version__ in out.stderr
+        plain = subprocess.run([sys.executable, "-m", "cil.device"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=120, check=False)
+        assert plain.returncode == (1 if "NVIDIA driver is" in out.stderr else 0)  # no GPU: the CPU is fine

@@ -64,6 +64,7 @@ def test_normalize_values_and_fill_for_normalised_batches():
     assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_its_own_generator():
     x = _batch(n=64, s=32).cuda()

@@ -161,3 +161,32 @@ def test_holds_no_credentials(name) -> None:
     assert '"private_key"' not in text and "BEGIN PRIVATE KEY" not in text
     assert not re.search(r"AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{35}", text)
     assert not re.search(r"(?im)^\s*(ssh_private_key|api_key|password)\s*:", text)
+
+
+# ---- the torch build and the CUDA check ---------------------------------------------------------
+
+def test_dockerfile_stops_on_a_cpu_only_torch_and_says_which_build_and_driver() -> None:
+    ins = dockerfile_instructions()
+    [req_run] = [a for i, a in ins if i == "RUN" and "requirements.txt" in a]
+    assert "torch.version.cuda" in req_run  # the build fails if the lock resolved to a CPU-only torch
+    text = read("Dockerfile")
+    assert "CUDA 13.0 build" in text and ">= 580" in text
+
+
+def test_gcp_gpu_workers_check_cuda_and_use_an_image_with_a_580_driver() -> None:
+    cfg = gcp()
+    assert cfg["worker_setup_commands"] == ["python -m cil.device --require-cuda"]
+    worker = cfg["available_node_types"]["gpu_worker"]["node_config"]
+    image = worker["disks"][0]["initializeParams"]["sourceImage"]
+    driver = int(re.search(r"nvidia-(\d+)$", image).group(1))
+    assert driver >= 580  # torch 2.14.1's CUDA 13.0 build needs it
+
+
+def test_rayjob_gpu_pods_check_cuda_on_their_gpu_before_joining() -> None:
+    [group] = rayjob()["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    spec = group["template"]["spec"]
+    [check] = spec["initContainers"]
+    assert check["command"] == ["python", "-m", "cil.device", "--require-cuda"]
+    assert check["image"] == spec["containers"][0]["image"]  # the same torch as the trials
+    assert check["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "gpu-driver-version=latest" in read("rayjob.yaml")

@@ -70,6 +70,8 @@ def test_optuna_preset_runs_every_seed_per_point() -> None:
     ({"base": FAST, "grdi": {}}, "unknown spec key 'grdi'; did you mean 'grid'?"),
     ({"base": FAST, "resources": {"cpus": 1}}, "unknown key 'resources.cpus'; did you mean 'resources.cpu'"),
     ({"base": FAST, "resources": {"gpu": -1}}, "resources.gpu = -1 is not valid"),
+    ({"base": FAST, "resources": {"gpu": 2}}, "resources.gpu = 2 is not valid: a trial trains on one GPU"),
+    ({"base": FAST, "resources": {"gpu": 1.5}}, "resources.gpu = 1.5 is not valid: a trial trains on one GPU"),
     ({"base": FAST, "grid": {"run.seed": 3}}, "grid.run.seed = 3 is not valid: must be a non-empty list"),
     ({"base": FAST | {"approach": "lwf"}, "grid": {"approach": ["lwf-s"]}}, "grid.approach is also set in base"),
     ({"base": FAST, "search": {"metric": "avg_acc_tag", "space": {"run.seed": {"type": "int", "low": 0, "high": 3}}}},
@@ -118,7 +120,7 @@ def test_capacity_is_checked_against_this_machine() -> None:
 
 
 @pytest.mark.parametrize("resources, expected", [
-    ({"cpu": 1, "gpu": 2}, "resources.gpu = 2 is more than this machine has"),
+    ({"cpu": 1, "gpu": 1}, "resources.gpu = 1 is more than this machine has"),
     ({"cpu": (os.cpu_count() or 1) + 1}, "resources.cpu ="),
 ])
 def test_impossible_request_stops_before_ray_starts(tmp_path, resources: dict, expected: str) -> None:

@@ -427,8 +427,9 @@ def _parse_resources(raw: Any, p: list[str]) -> Resources:
         values[name] = float(v)
     if values["cpu"] == 0 and values["gpu"] == 0:
         p.append("resources: a trial must ask for some cpu or gpu")
-    if values["gpu"] > 1 and not values["gpu"].is_integer():
-        p.append(f"resources.gpu = {values['gpu']:g} is not valid: above 1 it must be a whole number")
+    if values["gpu"] > 1:
+        p.append(f"resources.gpu = {values['gpu']:g} is not valid: a trial trains on one GPU, so the others "
+                 "would idle; use 1 (a whole GPU per trial) or a fraction such as 0.25 (4 trials per GPU)")
     return Resources(**values)
 
 

@@ -24,6 +24,7 @@ import torch
 from ray import tune
 
 from cil.config import ExperimentConfig
+from cil.device import GPU_SHARE_HEADROOM, cuda_device, set_cublas_workspace
 from cil.errors import PermanentError
 from cil.loop import TaskResult, run
 from cil.results import (
@@ -40,9 +41,6 @@ from tune.spec import SEEDS_KEY
 
 STATE_FILE = "cil_state.pt"
 FAILED_DIR = "_failed"
-# A fractional-GPU trial caps its allocator a little under its share: the CUDA context and allocator
-# fragmentation live outside the cap, and trials sharing a card are not isolated from each other.
-GPU_SHARE_HEADROOM = 0.9
 
 
 def train_trial(config: dict[str, Any], *, sweep: str, results_dir: str, gpu_fraction: float = 0.0) -> None:
@@ -53,6 +51,8 @@ def train_trial(config: dict[str, Any], *, sweep: str, results_dir: str, gpu_fra
     the same message instead of training again.
     """
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one INFO line per checkpoint otherwise
+    if config.get("run.deterministic", True) is not False:
+        set_cublas_workspace()  # before this process's first CUDA work
     ray_id = tune.get_context().get_trial_id()
     failed = read_failure(results_dir, ray_id)
     if failed is not None:
@@ -155,12 +155,28 @@ def seed_mean(results: tuple[TaskResult, ...]) -> dict[str, Any]:
 
 
 def _device(gpu_fraction: float) -> str:
-    """The GPU Ray assigned (Ray sets CUDA_VISIBLE_DEVICES, so it is always ``cuda``), else the CPU."""
-    if not ray.get_gpu_ids() or not torch.cuda.is_available():
+    """``cuda:<index>`` of the GPU Ray assigned, made the current device, else the CPU. A trial that
+    holds a GPU which torch cannot use fails at once (:class:`~cil.device.CudaUnusableError`): training
+    it on the CPU would hold the GPU and take hours longer without a word."""
+    gpu_ids = ray.get_gpu_ids()
+    if not gpu_ids:
         return "cpu"
+    index = visible_index(gpu_ids[0], os.environ.get("CUDA_VISIBLE_DEVICES"))
+    device = cuda_device(index, f"Ray gave this trial GPU {gpu_ids[0]} (CUDA_VISIBLE_DEVICES="
+                                f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')!r})")
     if 0 < gpu_fraction < 1:
-        torch.cuda.set_per_process_memory_fraction(gpu_fraction * GPU_SHARE_HEADROOM, 0)
-    return "cuda"
+        torch.cuda.set_per_process_memory_fraction(gpu_fraction * GPU_SHARE_HEADROOM, device)
+    return str(device)
+
+
+def visible_index(gpu_id: int | str, visible: str | None) -> int:
+    """The torch index of Ray's GPU ``gpu_id``: its position in CUDA_VISIBLE_DEVICES (which Ray sets to
+    the trial's GPUs), or the id itself where that is unset."""
+    if visible:
+        names = [v.strip() for v in visible.split(",")]
+        if str(gpu_id) in names:
+            return names.index(str(gpu_id))
+    return int(gpu_id)
 
 
 def _load_states(n: int) -> list[dict[str, Any] | None]:

@@ -36,6 +36,13 @@ def rectify(scores: Tensor, factors: Tensor) -> Tensor:
     return torch.cat([rectified, scores[:, n_old:]], dim=1)
 
 
+def class_sums(values: Tensor, labels: Tensor, n: int) -> Tensor:
+    """Per-class sums ``[n]`` of ``values`` ``[N]`` by ``labels``: a masked column sum, deterministic on CUDA
+    (``index_add_`` is not) and, on the CPU, equal to ``index_add_``'s sample-by-sample sums."""
+    mask = labels.unsqueeze(1) == torch.arange(n, device=labels.device)
+    return torch.where(mask, values.unsqueeze(1), torch.zeros((), dtype=values.dtype, device=values.device)).sum(0)
+
+
 class IL2M(Approach):
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
@@ -50,17 +57,20 @@ class IL2M(Approach):
         x, y = self.training_set(ctx)
         seen, offset = ctx.offset + ctx.num_new_classes, ctx.offset
         ctx.model.eval()
-        sums = torch.zeros(seen, dtype=torch.float64, device=ctx.device)
-        counts = torch.zeros(seen, dtype=torch.float64, device=ctx.device)
+        own: list[Tensor] = []    # each sample's score for its own class
+        labels: list[Tensor] = []
         top = torch.zeros(2, dtype=torch.float64, device=ctx.device)  # sum of top scores, samples
         for idx in torch.arange(len(y), device=ctx.device).split(ctx.cfg.train.batch_size):
             yb = y[idx].to(ctx.device)
             with ctx.trainer.autocast():
                 scores = torch.cat(ctx.model(ctx.trainer.inputs(x[idx])), dim=1).double()
-            sums.index_add_(0, yb, scores.gather(1, yb.unsqueeze(1)).squeeze(1))
-            counts.index_add_(0, yb, torch.ones_like(yb, dtype=torch.float64))
+            own.append(scores.gather(1, yb.unsqueeze(1)).squeeze(1))
+            labels.append(yb)
             new = yb >= offset
             top += torch.stack([scores.max(dim=1).values[new].sum(), new.sum().double()])
+        y_all = torch.cat(labels)
+        sums = class_sums(torch.cat(own), y_all, seen)
+        counts = class_sums(torch.ones_like(y_all, dtype=torch.float64), y_all, seen)
         means = (sums / counts).cpu()
         self.init_means = torch.cat([self.init_means[:offset], means[offset:]])
         self.current_means = means[:offset]

@@ -29,7 +29,7 @@ from cil import losses
 from cil.approaches.base import Approach, Loss, Phase, Step, TaskContext, warn_without_exemplars
 from cil.approaches.registry import LucirSection
 from cil.config import ConfigError, ExperimentConfig
-from cil.networks import CosineLinear, IncrementalNet
+from cil.networks import CosineLinear, IncrementalNet, full_precision
 
 
 class LUCIR(Approach):
@@ -84,7 +84,8 @@ class LUCIR(Approach):
     # ---- forward and losses ---------------------------------------------------------------------------
     @staticmethod
     def _heads(model: IncrementalNet, features: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        cosines = [head.cosine(features) for head in model.heads]
+        with full_precision(features.device.type):  # train.amp: the cosine heads in fp32
+            cosines = [head.cosine(features) for head in model.heads]
         return [head.sigma * c for head, c in zip(model.heads, cosines, strict=True)], cosines
 
     def forward(self, ctx: TaskContext, x: Tensor, y: Tensor, phase: Phase) -> Step:

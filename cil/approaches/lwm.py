@@ -47,8 +47,8 @@ FACIL_DEFAULT_LAYER = section_defaults("lwm")["gradcam_layer"]
 
 def grad_cam(activations: Tensor, gradients: Tensor) -> Tensor:
     """Grad-CAM maps ``[N, H, W]``: ReLU of the activation channels weighted by their mean gradient."""
-    weights = gradients.mean(dim=(2, 3), keepdim=True)
-    return F.relu((weights * activations).sum(dim=1))
+    weights = gradients.float().mean(dim=(2, 3), keepdim=True)  # fp32 under train.amp's autocast too
+    return F.relu((weights * activations.float()).sum(dim=1))
 
 
 def attention_distillation(maps: Tensor, old_maps: Tensor, normalize: bool = True) -> Tensor:
@@ -58,6 +58,14 @@ def attention_distillation(maps: Tensor, old_maps: Tensor, normalize: bool = Tru
     if normalize:
         a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
     return (a - b).abs().sum(dim=1).mean()
+
+
+def top_class_columns(scores: Tensor, classes: Tensor) -> Tensor:
+    """``scores[:, classes]`` (``[N, len(classes)]``) as a masked sum over the classes: its backward is a
+    reduction, deterministic on CUDA (the indexing's backward accumulates with atomics), in fp32 under
+    TF32 too (a matmul would not be), and on the CPU the same numbers as the indexing's."""
+    pick = F.one_hot(classes, scores.shape[1]).to(torch.float32).T  # [classes, len(classes)]
+    return (scores.float().unsqueeze(2) * pick.unsqueeze(0)).sum(dim=1)
 
 
 @dataclass
@@ -201,7 +209,7 @@ class LwM(LwF):
         with eval_mode(model), capture(self._module(model), leaf=True) as act:
             logits, features = model(x, return_features=True)
         scores = torch.cat(logits, dim=1)
-        block = scores[:, scores.detach().argmax(dim=1)]
+        block = top_class_columns(scores, scores.detach().argmax(dim=1))
         (grad,) = torch.autograd.grad(block.mean(), act.value)
         cam = grad_cam(act.value.detach(), grad)
         return cam, [z.detach() for z in logits], features.detach()
