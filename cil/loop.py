@@ -168,17 +168,17 @@ def run(cfg: ExperimentConfig, state: dict[str, Any] | None = None, *,
 
     Pass a ``state`` yielded earlier (possibly saved and loaded with ``weights_only=True``) to continue
     with the next task. ``after_epoch(ctx, record)`` is called after every training epoch (progress
-    displays; see ``TaskContext.after_epoch``).
-    with the next task. CUDA running out of memory is a :class:`~cil.device.CudaOutOfMemoryError` (a
-    permanent error naming the allocator's figures and the fix).
+    displays; see ``TaskContext.after_epoch``). CUDA running out of memory is a
+    :class:`~cil.device.CudaOutOfMemoryError` (a permanent error naming the allocator's figures and the fix).
     """
     try:
-        yield from _run(cfg, state, log)
+        yield from _run(cfg, state, log, after_epoch)
     except torch.OutOfMemoryError as err:
         raise oom_error(err) from err
 
 
-def _run(cfg: ExperimentConfig, state: dict[str, Any] | None, log: Log | None) -> Iterator[TaskResult]:
+def _run(cfg: ExperimentConfig, state: dict[str, Any] | None, log: Log | None,
+         after_epoch: AfterEpoch | None) -> Iterator[TaskResult]:
     if state is not None:
         _validate_state(cfg, state)
     exp = Experiment(cfg, log, after_epoch)
