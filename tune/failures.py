@@ -27,45 +27,51 @@ from typing import Any
 import cloudpickle
 import ray
 from ray import tune
-from ray.exceptions import RayActorError, RayTaskError
+from ray.core.generated.common_pb2 import ActorDiedErrorContext
+from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
 from cil.errors import PermanentError
 from tune.trainable import record_failure
 
-# How long the driver waits for the GCS to say why an actor died: the GCS marks a vanished node dead
-# after its missed heartbeats (about 12 s on one machine; Ray's default period x threshold is 5 x 3 s).
+# How long the driver waits for the GCS to mark a node dead after losing the connection to a trial's
+# actor there: it does so after missed heartbeats (about 12 s on one loaded machine). The first report
+# of an actor on a vanished node can say WORKER_DIED, so only NODE_DIED or a dead node decide early.
 NODE_VERDICT_S = 60.0
 PREEMPTION, ERROR, PERMANENT = "preemption", "error", "permanent"
+NODE_DIED = ActorDiedErrorContext.NODE_DIED
 
 
-def actor_lost_with_node(actor_id: str | None, timeout: float = NODE_VERDICT_S,
+def actor_lost_with_node(exc: RayActorError, timeout: float = NODE_VERDICT_S,
                          clock: Callable[[], float] = time.monotonic) -> bool:
-    """Whether the GCS records that the actor ``actor_id`` died because its node died; waits up to
-    ``timeout`` seconds for the verdict (False when none comes or it died otherwise)."""
-    if actor_id is None:
+    """Whether the trial's actor was lost with its node: the GCS records its death as ``NODE_DIED`` or
+    marks its node dead. An ``ActorDiedError`` that its (living) raylet reported for another reason is
+    not; an ``ActorUnavailableError`` (the connection to the node closed) waits up to ``timeout``
+    seconds for the GCS to mark the node dead (False when it stays alive)."""
+    if exc.actor_id is None:
         return False
     deadline = clock() + timeout
     while True:
-        info = ray._private.state.actors(actor_id=actor_id) or {}
+        info = ray._private.state.actors(actor_id=exc.actor_id) or {}
         node = (info.get("Address") or {}).get("NodeID")
         cause = info.get("DeathCause")
         context = getattr(cause, "actor_died_error_context", None) if cause is not None else None
-        if context is not None and context.reason:
-            return context.DESCRIPTOR.fields_by_name["reason"].enum_type.values_by_number[
-                context.reason].name == "NODE_DIED"
+        if context is not None and context.reason == NODE_DIED:
+            return True
         if node and not any(n["NodeID"] == node and n["Alive"] for n in ray.nodes()):
             return True
+        if isinstance(exc, ActorDiedError) and "its node has died" not in str(exc):
+            return False
         if clock() >= deadline:
             return False
-        time.sleep(0.2)
+        time.sleep(0.5)
 
 
-def classify(exc: BaseException | None, lost_with_node: Callable[[str | None], bool] = actor_lost_with_node) -> str:
+def classify(exc: BaseException | None, lost_with_node: Callable[[RayActorError], bool] = actor_lost_with_node) -> str:
     """``preemption`` (the trial's actor was lost with its node), ``permanent`` (a PermanentError the
     trial raised) or ``error`` (anything else)."""
     if isinstance(exc, RayTaskError):
         return PERMANENT if isinstance(exc.as_instanceof_cause(), PermanentError) else ERROR
-    if isinstance(exc, RayActorError) and (exc.preempted or lost_with_node(exc.actor_id)):
+    if isinstance(exc, RayActorError) and (exc.preempted or lost_with_node(exc)):
         return PREEMPTION
     return ERROR
 
