@@ -10,13 +10,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tune.paths import SweepError, SweepPaths, absolute_storage
-from tune.pending import ACTIONS, DEFAULT_TIMEOUT_S
 from tune.spec import SpecError, SweepSpec, check_capacity, load_spec
 
 if TYPE_CHECKING:
     from tune.sweep import SweepOutcome
 
 DRY_RUN_SAMPLES = 5
+# What the driver does once trials have waited --pending-timeout seconds for resources (tune/pending.py,
+# which imports Ray; these stay here so that the CLI checks a spec without importing it).
+PENDING_ACTIONS = ("wait", "exit")
+DEFAULT_PENDING_TIMEOUT_S = 300.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,10 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="print trials, sample configs and resources; "
                                                            "do not start Ray")
     s.add_argument("--quiet", action="store_true", help="no live progress table")
-    s.add_argument("--pending-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+    s.add_argument("--pending-timeout", type=float, default=DEFAULT_PENDING_TIMEOUT_S, metavar="SECONDS",
                    help="after trials have waited this long for resources with none running, say which "
                         "resource is missing and what to change (0: never)")
-    s.add_argument("--pending-action", choices=ACTIONS, default="wait",
+    s.add_argument("--pending-action", choices=PENDING_ACTIONS, default="wait",
                    help="after --pending-timeout: keep waiting, or stop (exit code 2; --resume continues)")
     return p
 

@@ -18,8 +18,8 @@ from typing import Any
 import ray
 from ray import tune
 
-ACTIONS = ("wait", "exit")
-DEFAULT_TIMEOUT_S = 300.0
+from tune.cli import DEFAULT_PENDING_TIMEOUT_S, PENDING_ACTIONS
+
 RESOURCE_KEYS = {"CPU": "resources.cpu", "GPU": "resources.gpu"}
 
 
@@ -49,12 +49,12 @@ class PendingWatch(tune.Callback):
     """Prints :func:`diagnose` once trials have waited ``timeout`` seconds with none running; with
     ``action='exit'`` it then stops the sweep (``gave_up`` is set and the CLI exits with code 2)."""
 
-    def __init__(self, request: dict[str, float], timeout: float = DEFAULT_TIMEOUT_S, action: str = "wait",
+    def __init__(self, request: dict[str, float], timeout: float = DEFAULT_PENDING_TIMEOUT_S, action: str = "wait",
                  clock: Callable[[], float] = time.monotonic,
                  nodes: Callable[[], list[dict[str, Any]]] = lambda: ray.nodes(),
                  stop: Callable[[], None] = _thread.interrupt_main) -> None:
-        if action not in ACTIONS:
-            raise ValueError(f"pending action {action!r} is not valid: choose {' or '.join(ACTIONS)}")
+        if action not in PENDING_ACTIONS:
+            raise ValueError(f"pending action {action!r} is not valid: choose {' or '.join(PENDING_ACTIONS)}")
         self.request, self.timeout, self.action = request, timeout, action
         self.clock, self.nodes, self.stop = clock, nodes, stop
         self.since: float | None = None
