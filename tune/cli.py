@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from tune.sweep import SweepOutcome
 
 DRY_RUN_SAMPLES = 5
+# What the driver does once trials have waited --pending-timeout seconds for resources (tune/pending.py,
+# which imports Ray; these stay here so that the CLI checks a spec without importing it).
+PENDING_ACTIONS = ("wait", "exit")
+DEFAULT_PENDING_TIMEOUT_S = 300.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="print trials, sample configs and resources; "
                                                            "do not start Ray")
     s.add_argument("--quiet", action="store_true", help="no live progress table")
+    s.add_argument("--pending-timeout", type=float, default=DEFAULT_PENDING_TIMEOUT_S, metavar="SECONDS",
+                   help="after trials have waited this long for resources with none running, say which "
+                        "resource is missing and what to change (0: never)")
+    s.add_argument("--pending-action", choices=PENDING_ACTIONS, default="wait",
+                   help="after --pending-timeout: keep waiting, or stop (exit code 2; --resume continues)")
     return p
 
 
@@ -66,12 +75,14 @@ def main(argv: list[str] | None = None) -> int:
             print("error: data that the trials could not use:\n  " + "\n  ".join(problems), file=sys.stderr)
             return 2
     from cil.results import refusing_storage
+    from tune.pending import PendingWatch
     from tune.report import final_table
     from tune.sweep import run_sweep
 
+    pending = PendingWatch(_ray_request(spec), args.pending_timeout, args.pending_action)
     try:
         outcome = run_sweep(spec, paths, address=address, resume=args.resume, verbose=0 if args.quiet else 1,
-                            takeover=args.takeover)
+                            takeover=args.takeover, pending=pending)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -81,7 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the sweep storage {paths.experiment} refuses writes: {err}. Free space or fix its "
               f"permissions, then run: {resume_command(args, name)}", file=sys.stderr)
         return 1
+    if pending.gave_up is not None:
+        print(f"sweep {name} stopped: its trials wait for resources the cluster does not have (above). "
+              f"Continue it with:\n  {resume_command(args, name)}", file=sys.stderr)
+        return 2
     return report(outcome, spec, paths, args, name, final_table)
+
+
+def _ray_request(spec: SweepSpec) -> dict[str, float]:
+    """A trial's request under Ray's resource names."""
+    return {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}
 
 
 def report(outcome: SweepOutcome, spec: SweepSpec, paths: SweepPaths, args: argparse.Namespace, name: str,
@@ -134,7 +154,8 @@ def describe(spec: SweepSpec, paths: SweepPaths, capacity: list[str]) -> str:
         shape = " x ".join(f"{k} ({len(v)})" for k, v in spec.grid.items()) or "no grid"
         lines.append(f"{spec.num_trials} trials: {shape}")
     lines.append(f"resources per trial: cpu={r.cpu:g} gpu={r.gpu:g}; max_concurrent: "
-                 f"{spec.max_concurrent or 'as resources allow'}; failure.max_failures: {spec.max_failures}; "
+                 f"{spec.max_concurrent or 'as resources allow'}; failure.max_failures: {spec.max_failures}, "
+                 f"max_preemptions: {spec.max_preemptions}; "
                  f"checkpoint.num_to_keep: {spec.num_to_keep}")
     if spec.scheduler:
         sc = spec.scheduler

@@ -119,6 +119,10 @@ class SweepSpec:
     resources: Resources = Resources()
     max_concurrent: int | None = None
     max_failures: int = 3
+    """Retries of a trial after errors of its own (an exception, a crashed worker); -1: no limit."""
+    max_preemptions: int = 20
+    """Retries of a trial after losing it with its node (a spot preemption); these never count against
+    ``max_failures`` (tune/failures.py); -1: no limit."""
     num_to_keep: int = 2
     tracking: Tracking = Tracking()
     source: str = "sweep spec"
@@ -178,8 +182,9 @@ def parse_spec(raw: Any, source: str = "sweep spec") -> SweepSpec:
     search = _parse_search(raw.get("search"), base, grid, p)
     resources = _parse_resources(raw.get("resources"), p)
     max_concurrent = _int_at_least(raw.get("max_concurrent"), "max_concurrent", 1, p, optional=True)
-    failure = _section(raw.get("failure"), "failure", ("max_failures",), p)
+    failure = _section(raw.get("failure"), "failure", ("max_failures", "max_preemptions"), p)
     max_failures = _int_at_least(failure.get("max_failures", 3), "failure.max_failures", -1, p)
+    max_preemptions = _int_at_least(failure.get("max_preemptions", 20), "failure.max_preemptions", -1, p)
     checkpoint = _section(raw.get("checkpoint"), "checkpoint", ("num_to_keep",), p)
     num_to_keep = _int_at_least(checkpoint.get("num_to_keep", 2), "checkpoint.num_to_keep", 1, p)
     _check_trial_configs(base, grid, search, p)
@@ -188,7 +193,8 @@ def parse_spec(raw: Any, source: str = "sweep spec") -> SweepSpec:
     if p:
         raise SpecError(p, source)
     return SweepSpec(base=base, grid=grid, search=search, scheduler=scheduler, resources=resources,
-                     max_concurrent=max_concurrent, max_failures=max_failures, num_to_keep=num_to_keep,
+                     max_concurrent=max_concurrent, max_failures=max_failures,
+                     max_preemptions=max_preemptions, num_to_keep=num_to_keep,
                      tracking=tracking, source=source)
 
 

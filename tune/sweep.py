@@ -18,8 +18,10 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from cil.results import TASK_RESULTS, compact_results, compact_trial, join, resolve
+from tune.failures import FailurePolicy
 from tune.lease import SweepLease
 from tune.paths import SweepError, SweepPaths
+from tune.pending import PendingWatch
 from tune.progress import live_progress, open_board
 from tune.searcher import make_searcher
 from tune.spec import TIME_ATTR, SweepSpec
@@ -73,7 +75,13 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
     return spec.base | {k: tune.grid_search(v) for k, v in spec.grid.items()}
 
 
-def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1) -> Any:
+def driver_callbacks(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None) -> list[Any]:
+    """The callbacks that belong to this driver: the failure policy and the pending-resources watch."""
+    return [FailurePolicy(paths.results, spec.max_failures, spec.max_preemptions),
+            *([pending] if pending is not None else [])]
+
+
+def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: PendingWatch | None = None) -> Any:
     """A new Tuner: grid search, or Optuna (optionally with ASHA) over the spec's space."""
     search_alg = scheduler = None
     if spec.search is not None:
@@ -92,19 +100,30 @@ def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1) -> Any:
     live = live_progress(paths.name, verbose)
     run_config = tune.RunConfig(
         name=paths.name, storage_path=storage, storage_filesystem=fs, verbose=verbose,
-        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        # Every failure is retried as far as Tune is concerned; FailurePolicy applies the spec's limits,
+        # telling a node lost (a preemption) from an error of the trial.
+        failure_config=tune.FailureConfig(max_failures=-1),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
-        callbacks=[*tracking_callbacks(spec.tracking, paths.name), *([live] if live else [])])
+        callbacks=[*driver_callbacks(spec, paths, pending), *tracking_callbacks(spec.tracking, paths.name),
+                   *([live] if live else [])])
     return tune.Tuner(make_trainable(spec, paths), param_space=space, tune_config=tune_config,
                       run_config=run_config)
 
 
-def restore_tuner(spec: SweepSpec, paths: SweepPaths) -> Any:
+def restore_tuner(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None = None) -> Any:
     """Continue an interrupted sweep: unfinished trials resume from their last checkpoint, errored ones
     are retried. Ray does not restore a scheduler's state (ASHA starts its rungs afresh)."""
     fs, experiment = resolve(paths.experiment)
-    return tune.Tuner.restore(experiment, make_trainable(spec, paths), resume_unfinished=True,
-                              resume_errored=True, storage_filesystem=fs)
+    tuner = tune.Tuner.restore(experiment, make_trainable(spec, paths), resume_unfinished=True,
+                               resume_errored=True, storage_filesystem=fs)
+    # Tuner.restore takes the saved RunConfig and no new callbacks (Ray 2.60): this driver's failure
+    # policy (fresh counts) and pending watch replace the saved ones; sweeps saved before the policy
+    # existed get its max_failures=-1 too.
+    run_config = tuner._local_tuner.get_run_config()
+    kept = [c for c in run_config.callbacks or [] if not isinstance(c, FailurePolicy | PendingWatch)]
+    run_config.callbacks = [*driver_callbacks(spec, paths, pending), *kept]
+    run_config.failure_config = tune.FailureConfig(max_failures=-1)
+    return tuner
 
 
 def storage_for_ray(paths: SweepPaths) -> tuple[Any, str]:
@@ -132,9 +151,10 @@ class SweepOutcome:
 
 
 def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None, resume: bool = False,
-              verbose: int = 1, takeover: bool = False) -> SweepOutcome:
+              verbose: int = 1, takeover: bool = False, pending: PendingWatch | None = None) -> SweepOutcome:
     """Run (or resume) a sweep while holding its lease. Uses the Ray session already connected, else
-    ``address``, else starts a local Ray in this process."""
+    ``address``, else starts a local Ray in this process. ``pending`` watches trials that wait for
+    resources (tune/pending.py)."""
     check_storage(paths)
     fs, folder = resolve(paths.experiment)
     lease = SweepLease(fs, folder, paths.name, takeover=takeover)
@@ -146,7 +166,7 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         if not ray.is_initialized():
             connect(address, verbose)
-        tuner = restore_tuner(spec, paths) if resume else make_tuner(spec, paths, verbose)
+        tuner = restore_tuner(spec, paths, pending) if resume else make_tuner(spec, paths, verbose, pending)
         board = open_board(paths.name) if verbose > 0 else None  # the live epoch columns' source
         try:
             with _without_ray_restore_hint():

@@ -1,0 +1,179 @@
+"""Sweeps on a real multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``): a head with
+no CPUs, as in cluster.yaml, and two 1-CPU worker nodes; drivers join it with ``--address``.
+
+A spot preemption is a SIGKILL of a worker node's raylet and every process under it. The rows of every
+case equal, bit for bit, those of the same spec on one local node (all columns but timings)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import drivers
+import pandas as pd
+import psutil
+import pytest
+import yaml
+from test_faults import FAST, KEY, assert_complete
+
+pytestmark = pytest.mark.ray
+TRIALS = {"approach": ["lwf", "lwf-sr"], "run.seed": [0]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalCluster:
+    """A head (CPU 0) and worker nodes, each a raylet this test starts and kills by its own pids."""
+
+    def __init__(self) -> None:
+        from ray.cluster_utils import Cluster
+
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "gcs_server_port": _free_port(), "include_dashboard": False,
+            "dashboard_port": _free_port(), "dashboard_agent_listen_port": _free_port()})
+        self.workers = [self.add() for _ in range(2)]
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    def add(self):
+        node = self.cluster.add_node(num_cpus=1)
+        return node
+
+    def alive_cpus(self) -> float:
+        return sum(n["Resources"].get("CPU", 0.0) for n in self.cluster.global_state.node_table() if n["Alive"])
+
+    def preempt(self, node) -> None:
+        """SIGKILL the node's raylet and all its processes (workers, agents) at once, as a spot
+        instance vanishes; then wait until the GCS has marked it dead."""
+        raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
+        victims = [raylet, *raylet.children(recursive=True)]
+        for p in victims:
+            try:
+                p.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(victims, timeout=30)
+        self.cluster.worker_nodes.discard(node)
+        self.workers.remove(node)
+        deadline = time.monotonic() + 120
+        while any(n["NodeID"] == node.node_id and n["Alive"] for n in self.cluster.global_state.node_table()):
+            assert time.monotonic() < deadline, "the GCS never marked the killed node dead"
+            time.sleep(0.2)
+
+    def heal(self) -> None:
+        """Back to two workers (after a test that killed one)."""
+        while len(self.workers) < 2:
+            self.workers.append(self.add())
+
+    def shutdown(self) -> None:
+        self.cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in drivers.env().items():
+            mp.setenv(key, value)
+        mp.delenv("RAY_ADDRESS", raising=False)
+        c = LocalCluster()
+        try:
+            yield c
+        finally:
+            c.shutdown()
+
+
+def _spec(tmp_path, name: str = "sweep.yaml", **sections) -> str:
+    spec = tmp_path / name
+    spec.write_text(yaml.safe_dump({"base": FAST | {"train.nepochs": 6}, "grid": TRIALS, "resources": {"cpu": 1}}
+                                   | sections))
+    return str(spec)
+
+
+def deterministic(results) -> pd.DataFrame:
+    """Every column but timings and ids, in a fixed order: what must be equal bit for bit."""
+    df = pd.read_parquet(os.path.join(results, "task_results"))
+    df = df.drop(columns=[c for c in df.columns if c.endswith("seconds") or c in ("sweep", "trial_id")])
+    return df.sort_values(["approach", "seed", "task", "eval_task"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The same spec in a local Ray on one node."""
+    tmp = tmp_path_factory.mktemp("reference")
+    done = drivers.run(_spec(tmp), "--storage", str(tmp / "runs"), "--name", "ref", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return deterministic(tmp / "runs" / "ref" / "results")
+
+
+def test_a_trial_asking_for_what_no_node_has_is_diagnosed_and_stops(cluster, tmp_path) -> None:
+    spec = _spec(tmp_path, resources={"cpu": 1, "gpu": 1})
+    done = drivers.run(spec, "--storage", str(tmp_path / "runs"), "--address", cluster.address,
+                       "--pending-timeout", "2", "--pending-action", "exit", timeout=300)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "each asks for CPU 1, GPU 1" in done.stderr
+    assert "GPU: no node has 1 (the 3 alive nodes have 0, 0, 0; cluster total 0)" in done.stderr
+    assert "lower resources.cpu or resources.gpu" in done.stderr
+    assert f"--address {cluster.address} --resume" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_sweep_on_the_cluster_equals_one_local_node(cluster, reference, tmp_path) -> None:
+    """(a) completes with the rows of a local run."""
+    done = drivers.run(_spec(tmp_path), "--storage", str(tmp_path / "runs"), "--name", "a",
+                       "--address", cluster.address, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = tmp_path / "runs" / "a" / "results"
+    assert_complete(results, trials=2)
+    pd.testing.assert_frame_equal(deterministic(results), reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("replacement", [True, False], ids=["replaced", "not-replaced"])
+def test_a_preempted_worker_node_loses_nothing(cluster, reference, tmp_path, replacement) -> None:
+    """(b) a worker node SIGKILLed mid-sweep, a new node joining later; (c) none joining: the remaining
+    node finishes every trial. With failure.max_failures 0 the preempted trial must not count it."""
+    cluster.heal()
+    storage, log = tmp_path / "runs", tmp_path / "driver.log"
+    driver = drivers.start(log, _spec(tmp_path, failure={"max_failures": 0}), "--storage", str(storage),
+                           "--name", "b", "--address", cluster.address)
+    results = storage / "b" / "results"
+    try:
+        drivers.wait_for(lambda: len(list((results / "task_results").glob("*_t000.parquet"))) == 2, driver, log,
+                         timeout=400)
+        cluster.preempt(cluster.workers[0])
+        if replacement:
+            cluster.heal()
+        assert driver.wait(timeout=900) == 0, log.read_text()[-4000:]
+    finally:
+        drivers.kill_group(driver)
+    assert "2 trials, 2 finished, 0 errored" in log.read_text()
+    df = assert_complete(results, trials=2)
+    assert not df.duplicated(KEY).any()
+    pd.testing.assert_frame_equal(deterministic(results), reference)
+    cluster.heal()
+
+
+@pytest.mark.slow
+def test_the_driver_killed_while_trials_run_on_remote_nodes_resumes(cluster, reference, tmp_path) -> None:
+    """(d) SIGKILL of the driver (trials on the workers die with its job), then --resume."""
+    cluster.heal()
+    storage, log = tmp_path / "runs", tmp_path / "driver.log"
+    args = (_spec(tmp_path), "--storage", str(storage), "--name", "d", "--address", cluster.address)
+    driver = drivers.start(log, *args)
+    results = storage / "d" / "results"
+    try:
+        drivers.wait_for(lambda: list((results / "task_results").glob("*_t000.parquet")), driver, log, timeout=400)
+    finally:
+        drivers.kill_group(driver)
+    done = drivers.run(*args, "--resume", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_complete(results, trials=2)
+    pd.testing.assert_frame_equal(deterministic(results), reference)
