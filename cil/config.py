@@ -39,7 +39,7 @@ SELECTIONS = ("random", "herding", "entropy", "distance")
 # (cil.data.dataset.training_augment says what each means for each dataset).
 AUGMENT_MODES = ("facil", "crop", "none")
 # Keys that say where a run happens, not what it computes: left out of the fingerprint.
-_MACHINE_KEYS = ("data.data_root", "data.on_device", "run.device")
+MACHINE_KEYS = ("data.data_root", "data.on_device", "data.device_memory_budget", "data.cache_dir", "run.device")
 
 
 def default_data_root() -> str:
@@ -58,8 +58,17 @@ class DataConfig:
     val_fraction: float = 0.1
     fixed_class_order: bool = False
     image_size: int | None = None
-    on_device: bool = True
+    on_device: bool | None = None
+    """Where a split's uint8 images live: true on the training device, false on the host (each batch
+    copied over), null chosen per split by its size against data.device_memory_budget (cil.data.placement)."""
     augment: str = "facil"
+    device_memory_budget: float | None = None
+    """GiB of device memory that resident splits may take when data.on_device is null; a split that does
+    not fit stays on the host. null: half of what the trial may still allocate on CUDA (the card's free
+    memory, capped by a fractional-GPU trial's share); no limit on the CPU."""
+    cache_dir: str | None = None
+    """Folder of the decoded-image cache, shared by the trials of a node (cil.data.cache); null:
+    $CIL_CACHE_DIR or ~/.cache/cil/decoded on the node where the trial runs."""
 
 
 @dataclass
@@ -295,7 +304,7 @@ class _CoreConfig:
 
     def fingerprint(self) -> str:
         """Short stable hash of the config; equal configs give equal trial ids."""
-        flat = {k: v for k, v in self.to_flat().items() if k not in _MACHINE_KEYS}
+        flat = {k: v for k, v in self.to_flat().items() if k not in MACHINE_KEYS}
         blob = json.dumps(flat, sort_keys=True, default=str).encode()
         return hashlib.sha1(blob).hexdigest()[:10]
 
@@ -493,6 +502,7 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
     positive("data.num_tasks", d.num_tasks)
     positive("data.nc_first_task", d.nc_first_task)
     positive("data.image_size", d.image_size)
+    positive("data.device_memory_budget", d.device_memory_budget, allow_zero=True)
     if not 0.0 <= d.val_fraction < 1.0:
         p.append(f"data.val_fraction = {d.val_fraction!r} is not valid: must be in [0, 1)")
     if n_classes is not None and d.num_tasks > 0:
