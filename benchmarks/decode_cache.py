@@ -72,7 +72,10 @@ def replay(a: argparse.Namespace, seed: int) -> dict:
         ctx = types.SimpleNamespace(scenario=dsc, t=t, memory=types.SimpleNamespace(size=0),
                                     task_data=lambda split="train", t=t: dsc.task_split(t, split))
         images += len(approach.training_set(ctx)[1]) + len(approach.validation_set(ctx)[1])
-    return {"seed": seed, "seconds": round(time.perf_counter() - start, 2), "images_read": images}
+    import cil
+
+    return {"seed": seed, "seconds": round(time.perf_counter() - start, 2), "images_read": images,
+            "code": os.path.dirname(os.path.dirname(os.path.abspath(cil.__file__)))}
 
 
 def decode(a: argparse.Namespace) -> dict:
@@ -81,11 +84,13 @@ def decode(a: argparse.Namespace) -> dict:
     cpus = len(os.sched_getaffinity(0))
     share = max(1, cpus // a.trials)
     env = dict(os.environ, OMP_NUM_THREADS=str(share), PYTHONPATH=os.environ.get("PYTHONPATH", ROOT))
-    argv = [sys.executable, "-m", "benchmarks.decode_cache", *sys.argv[1:]]
+    # run as a file, so the trials import cil from PYTHONPATH (another commit's checkout), not from the cwd
+    argv = [sys.executable, os.path.abspath(__file__), *sys.argv[1:]]
     start = time.perf_counter()
-    procs = [subprocess.Popen([*argv, "--trial", str(s)], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen([*argv, "--trial", str(s)], env=env, stdout=subprocess.PIPE, text=True)
              for s in range(a.trials)]
     trials = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+
     out = {"trials": trials, "sweep_seconds": round(time.perf_counter() - start, 2), "threads_per_trial": share}
     log = os.path.join(a.cache, "decodes.log") if a.cache else None
     if log and os.path.exists(log):

@@ -189,6 +189,8 @@ class _CoreConfig:
         if self.model.network is None:
             self.model.network = DEFAULT_NETWORKS.get(_dataset_base(self.data.dataset))
         self.data.data_root = os.path.abspath(os.path.expanduser(self.data.data_root))
+        if self.data.cache_dir is not None:
+            self.data.cache_dir = os.path.abspath(os.path.expanduser(self.data.cache_dir))
         problems = _validate(self)
         if problems:
             raise ConfigError("invalid experiment config:\n  " + "\n  ".join(problems))
