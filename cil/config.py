@@ -41,7 +41,7 @@ AUGMENT_MODES = ("facil", "crop", "none")
 SGD_IMPLS = ("torch", "for-loop", "foreach", "fused")
 # Keys that say where a run happens, not what it computes: left out of the fingerprint (the device's
 # kind counts: a CUDA run gets other numbers than a CPU run, see ExperimentConfig.device_kind).
-_MACHINE_KEYS = ("data.data_root", "data.on_device", "run.device")
+MACHINE_KEYS = ("data.data_root", "data.on_device", "data.device_memory_budget", "data.cache_dir", "run.device")
 
 
 def default_data_root() -> str:
@@ -72,16 +72,23 @@ class DataConfig:
     """True: iCaRL's fixed class order for cifar100 and imagenet100; false: the seed shuffles the classes exactly as
     FACIL does (`np.random.seed(seed)`)."""
     image_size: int | None = None
-    """Side of the stored images: file-backed images are decoded once per task with the shorter side resized to it,
-    then centre-cropped; in-memory sets are resized once (bilinear). Null: the data set's own (224 for imagenet100,
-    32 for folder, the native size otherwise)."""
-    on_device: bool = True
-    """Keep each task's images on the training device as one uint8 tensor and gather, augment and normalise batches
-    there (false: keep them on the host and copy each batch over)."""
+    """Side of the stored images: file-backed images are decoded once per node into the decoded-image cache
+    (data.cache_dir) with the shorter side resized to it, then centre-cropped; in-memory sets are resized once
+    (bilinear). Null: the data set's own (224 for imagenet100, 32 for folder, the native size otherwise)."""
+    on_device: bool | None = None
+    """Where a split's uint8 images live: true on the training device, false on the host (each batch
+    copied over), null chosen per split by its size against data.device_memory_budget (cil.data.placement)."""
     augment: str = "facil"
     """Training augmentation: `facil` is FACIL's transform for the data sets FACIL configures, `crop` replaces every
     random-resized crop by a translation-only crop of the padded image (weaker), `none` turns it off. Test images
     are never augmented; the docs compare each data set's transform with FACIL's."""
+    device_memory_budget: float | None = None
+    """GiB of device memory that resident splits may take when data.on_device is null; a split that does
+    not fit stays on the host. null: half of what the trial may still allocate on CUDA (the card's free
+    memory, capped by a fractional-GPU trial's share); no limit on the CPU."""
+    cache_dir: str | None = None
+    """Folder of the decoded-image cache, shared by the trials of a node (cil.data.cache); null:
+    $CIL_CACHE_DIR or ~/.cache/cil/decoded on the node where the trial runs."""
 
 
 @dataclass
@@ -276,6 +283,8 @@ class _CoreConfig:
         if self.model.network is None:
             self.model.network = DEFAULT_NETWORKS.get(_dataset_base(self.data.dataset))
         self.data.data_root = os.path.abspath(os.path.expanduser(self.data.data_root))
+        if self.data.cache_dir is not None:
+            self.data.cache_dir = os.path.abspath(os.path.expanduser(self.data.cache_dir))
         problems = _validate(self)
         if problems:
             raise ConfigError("invalid experiment config:\n  " + "\n  ".join(problems))
@@ -391,7 +400,7 @@ class _CoreConfig:
 
     def fingerprint(self) -> str:
         """Short stable hash of the config; equal configs give equal trial ids."""
-        flat = {k: v for k, v in self.to_flat().items() if k not in _MACHINE_KEYS}
+        flat = {k: v for k, v in self.to_flat().items() if k not in MACHINE_KEYS}
         kind = self.device_kind()
         if kind != "cpu":  # CPU runs keep the ids they had before the kind counted
             flat["device_kind"] = kind
@@ -599,6 +608,7 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
     positive("data.num_tasks", d.num_tasks)
     positive("data.nc_first_task", d.nc_first_task)
     positive("data.image_size", d.image_size)
+    positive("data.device_memory_budget", d.device_memory_budget, allow_zero=True)
     if not 0.0 <= d.val_fraction < 1.0:
         p.append(f"data.val_fraction = {d.val_fraction!r} is not valid: must be in [0, 1)")
     if n_classes is not None and d.num_tasks > 0:

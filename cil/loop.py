@@ -19,8 +19,9 @@ import torch
 from cil import metrics
 from cil.approaches import make_approach
 from cil.approaches.base import Approach, TaskContext, task_seed
-from cil.config import ExperimentConfig
-from cil.data import Dataset, Scenario, load_dataset, make_scenario
+from cil.config import MACHINE_KEYS, ExperimentConfig
+from cil.data import Dataset, load_dataset, make_scenario
+from cil.data.placement import DeviceScenario, memory_budget
 from cil.device import apply_numerics, check_amp, oom_error, provenance
 from cil.gridsearch import GridSearch, TaskSearch
 from cil.memory import ExemplarMemory
@@ -51,34 +52,6 @@ class TaskResult:
     epoch_rows: list[dict[str, Any]] = field(default_factory=list)  # the epochs table: one row per epoch
 
 
-class DeviceScenario:
-    """A scenario whose task splits are decoded once and kept as uint8 tensors on the device
-    (or on the host with ``data.on_device = false``, copied over when asked for).
-
-    Every task's test split is kept; train and validation splits only for the task being trained, so an
-    ImageNet-sized run holds one task's training images, not all of them.
-    """
-
-    def __init__(self, scenario: Scenario, device: torch.device, on_device: bool) -> None:
-        self.inner = scenario
-        self.device = device
-        self.home = device if on_device else torch.device("cpu")
-        self._cache: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def task_split(self, t: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if (t, split) not in self._cache:
-            if split != "test":  # test sets stay (every task is tested each time); train/val of one task only
-                for key in [k for k in self._cache if k[1] != "test" and k[0] != t]:
-                    del self._cache[key]
-            x, y = self.inner.task_split(t, split)
-            self._cache[t, split] = (x.to(self.home), y.to(self.home))
-        x, y = self._cache[t, split]
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-
 class Experiment:
     """Everything built once per run: data, scenario, model, approach, memory, trainer."""
 
@@ -91,10 +64,13 @@ class Experiment:
         apply_numerics(cfg.run.deterministic, cfg.train.tf32, cfg.train.cudnn_benchmark, self.device)
         d = cfg.data
         self.dataset: Dataset = load_dataset(d.dataset, d.data_root, image_size=d.image_size,
-                                             fixed_class_order=d.fixed_class_order, augment=d.augment)
+                                             fixed_class_order=d.fixed_class_order, augment=d.augment,
+                                             cache_dir=d.cache_dir)
         scenario = make_scenario(self.dataset, d.num_tasks, d.nc_first_task, cfg.run.seed,
                                  val_fraction=d.val_fraction)
-        self.scenario = DeviceScenario(scenario, self.device, d.on_device)
+        self.scenario = DeviceScenario(scenario, self.device, d.on_device,
+                                       memory_budget(self.device, d.device_memory_budget),
+                                       stop=cfg.run.stop_at_task or None, log=log)
         torch.manual_seed(cfg.run.seed)
         backbone, dim = make_backbone(cfg.model.network, self.dataset.channels, self.dataset.image_size)
         self.model = IncrementalNet(backbone, dim).to(self.device)
@@ -153,8 +129,7 @@ def _validate_state(cfg: ExperimentConfig, state: dict[str, Any]) -> None:
     if state.get("version") != STATE_VERSION:
         raise ValueError(f"state version {state.get('version')!r} is not supported (expected {STATE_VERSION})")
     # where a run happens, and where it stops (a run stopped early continues with a later stop), may differ
-    saved = {k: v for k, v in state["config"].items() if k not in ("data.data_root", "run.device",
-                                                                      "data.on_device", "run.stop_at_task")}
+    saved = {k: v for k, v in state["config"].items() if k not in (*MACHINE_KEYS, "run.stop_at_task")}
     now = {k: v for k, v in cfg.to_flat().items() if k in saved}
     diff = sorted(k for k in saved if saved[k] != now.get(k))
     if diff:

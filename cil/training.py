@@ -1,7 +1,8 @@
 """The one training loop every approach shares (FACIL's schedule), with the data on the device.
 
-A task's images sit on the device as one uint8 tensor; each batch is gathered, augmented and normalised
-with tensor ops there. Nothing in the per-batch path reads a value back to the host: every loss term is
+A task's images sit on the device as one uint8 tensor (on the host when they do not fit: each batch is
+then copied over, cil.data.placement); each batch is gathered, augmented and normalised with tensor ops
+there. Nothing in the per-batch path reads a value back to the host: every loss term is
 summed on the device and read once per epoch, together with the validation loss the schedule needs.
 What a batch computes (forward, loss, scores) is the approach's (cil.approaches.base).
 """
@@ -22,6 +23,7 @@ import torch.fx.experimental.optimization as fx_optimization
 from cil.approaches.base import Approach, Loss, Split, Step, TaskContext
 from cil.config import ExperimentConfig, TrainConfig
 from cil.data import Dataset, augment, normalize
+from cil.data.placement import rows
 from cil.errors import DivergedError
 from cil.metrics import task_accuracies
 from cil.networks import IncrementalNet
@@ -76,7 +78,9 @@ class Trainer:
 
     # ---- inputs ----------------------------------------------------------------------------------
     def inputs(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 batch -> normalised float input; augmented when a generator is given (training)."""
+        """uint8 batch -> normalised float input on the device; augmented when a generator is given
+        (training). A batch on the host is copied over first."""
+        x = x.to(self.device, non_blocking=True)
         if generator is not None:
             x = augment(x, self.augment_spec, generator)
         x = normalize(x, self.mean, self.std)
@@ -91,15 +95,19 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def batches(self, n: int, generator: torch.Generator | None, batch_size: int = 0) -> list[torch.Tensor]:
+    def batches(self, n: int, generator: torch.Generator | None, batch_size: int = 0,
+                on: torch.device | None = None) -> list[torch.Tensor]:
         """Index batches of ``batch_size`` (0: train.batch_size): shuffled with the generator (training)
-        or in order (evaluation).
+        or in order (evaluation), drawn on the device and moved once to ``on`` (where the data lives: a
+        split kept on the host is indexed there).
 
         A trailing batch of one sample is dropped in training: BatchNorm cannot normalise it.
         """
         bs = batch_size or self.cfg.train.batch_size
         order = (torch.randperm(n, generator=generator, device=self.device) if generator is not None
                  else torch.arange(n, device=self.device))
+        if on is not None:
+            order = order.to(on)
         out = list(order.split(bs))
         if generator is not None and len(out) > 1 and out[-1].numel() == 1:
             out.pop()
@@ -115,8 +123,8 @@ class Trainer:
         x, y = data
         names: list[str] = []
         sums = None
-        for idx in self.batches(len(y), ctx.generator):
-            xb, yb = self.inputs(x[idx], ctx.generator), y[idx]
+        for idx in self.batches(len(y), ctx.generator, on=x.device):
+            xb, yb = self.inputs(rows(x, idx, self.device), ctx.generator), rows(y, idx, self.device)
             with self.autocast():
                 step = approach.forward(ctx, xb, yb, "train")
             loss = loss_of(step)
@@ -150,8 +158,8 @@ class Trainer:
         bounds = torch.tensor(model.task_offsets[1:], device=self.device)
         head_of_column = torch.repeat_interleave(torch.arange(len(model.task_cls), device=self.device),
                                                  torch.tensor(model.task_cls, device=self.device))
-        for idx in self.batches(len(y), None):
-            xb, yb = self.inputs(x[idx]), y[idx]
+        for idx in self.batches(len(y), None, on=x.device):
+            xb, yb = self.inputs(rows(x, idx, self.device)), rows(y, idx, self.device)
             with self.autocast():
                 step = approach.forward(ctx, xb, yb, "val")
             total += approach.validation_loss(ctx, step).float() * len(idx)
@@ -279,15 +287,16 @@ class Trainer:
         offsets = ctx.model.task_offsets
         for u, (x, y) in zip(range(len(tests)) if tasks is None else tasks, tests, strict=True):
             hits: dict[str, torch.Tensor] = {}
-            for idx in self.batches(len(y), None, self.eval_batch_size):
+            for idx in self.batches(len(y), None, self.eval_batch_size, on=x.device):
+                yb = rows(y, idx, self.device)
                 with self.autocast():
-                    step = approach.forward(ctx, self.inputs(x[idx]), y[idx], "test")
+                    step = approach.forward(ctx, self.inputs(rows(x, idx, self.device)), yb, "test")
                 scores = approach.eval_scores(ctx, step)
                 for name, s in (scores.items() if isinstance(scores, dict) else [("", scores)]):
                     taw_scores, tag_scores = s if isinstance(s, tuple) else (s, s)
-                    taw, tag = task_accuracies([v.float() for v in taw_scores], y[idx], offsets, u, multi_softmax=multi)
+                    taw, tag = task_accuracies([v.float() for v in taw_scores], yb, offsets, u, multi_softmax=multi)
                     if tag_scores is not taw_scores:
-                        tag = task_accuracies([v.float() for v in tag_scores], y[idx], offsets, u,
+                        tag = task_accuracies([v.float() for v in tag_scores], yb, offsets, u,
                                               multi_softmax=multi)[1]
                     pair = torch.stack([taw, tag])
                     hits[name] = hits[name] + pair if name in hits else pair

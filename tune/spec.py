@@ -243,9 +243,10 @@ def _parse_base(raw: Any, p: list[str]) -> dict[str, Any]:
             p.append(_unknown(key, TEST_KEYS, "base key"))
         elif not isinstance(flat[key], int) or isinstance(flat[key], bool) or flat[key] < 0:
             p.append(f"base.{key} = {flat[key]!r} is not valid: must be a task index >= 0")
-    root = flat.get("data.data_root")
-    if isinstance(root, str) and "://" not in root:  # trials run in their own working directories
-        flat["data.data_root"] = os.path.abspath(os.path.expanduser(root))
+    for key in ("data.data_root", "data.cache_dir"):
+        root = flat.get(key)
+        if isinstance(root, str) and "://" not in root:  # trials run in their own working directories
+            flat[key] = os.path.abspath(os.path.expanduser(root))
     return flat
 
 

@@ -56,7 +56,8 @@ def warn_without_exemplars(cfg: ExperimentConfig, approach: str, consequence: st
 class TaskContext:
     """What every hook sees about the task being learned.
 
-    ``scenario.task_split(u, split)`` gives any task's uint8 images and global labels on ``device``;
+    ``scenario.task_split(u, split)`` gives any task's uint8 images and global labels, on ``device`` or,
+    for a split too large for it, on the host (cil.data.placement; ``trainer.inputs`` moves a batch over);
     ``generator`` is the task's training generator (shuffling, augmentation); ``old_model`` is the
     frozen model after task ``t - 1`` when the approach asks for one (``Approach.needs_old_model``).
     """

@@ -60,7 +60,7 @@ class IL2M(Approach):
         own: list[Tensor] = []    # each sample's score for its own class
         labels: list[Tensor] = []
         top = torch.zeros(2, dtype=torch.float64, device=ctx.device)  # sum of top scores, samples
-        for idx in torch.arange(len(y), device=ctx.device).split(ctx.cfg.train.batch_size):
+        for idx in torch.arange(len(y), device=x.device).split(ctx.cfg.train.batch_size):  # where the data is
             yb = y[idx].to(ctx.device)
             with ctx.trainer.autocast():
                 scores = torch.cat(ctx.model(ctx.trainer.inputs(x[idx])), dim=1).double()

@@ -115,12 +115,12 @@ def importance_batches(ctx: TaskContext, num_samples: int, generator: torch.Gene
     bs = ctx.cfg.train.batch_size
     n = len(y)
     keep = (n // bs * bs or n) if num_samples == -1 else min(num_samples, n)
-    order = torch.randperm(n, generator=generator, device=ctx.device)[:keep]
+    order = torch.randperm(n, generator=generator, device=ctx.device)[:keep].to(x.device)  # where the data is
     batches = list(order.split(bs))
     if len(batches) > 1 and batches[-1].numel() == 1:
         batches.pop()
     for idx in batches:
-        yield ctx.trainer.inputs(x[idx], generator), y[idx]
+        yield ctx.trainer.inputs(x[idx], generator), y[idx].to(ctx.device)
 
 
 def task_importance(ctx: TaskContext, num_samples: int, objective: Callable[[torch.Generator], Callable],

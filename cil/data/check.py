@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 from cil.data import builtin
+from cil.data.cache import decode_image
 from cil.data.datasets import load_dataset
+from cil.data.imageset import FileImageSet
 
 
 def check_data_source(dataset: str, data_root: str | os.PathLike | None, *, image_size: int | None = None,
@@ -32,5 +32,5 @@ def check_data_source(dataset: str, data_root: str | os.PathLike | None, *, imag
         return
     ds = load_dataset(dataset, data_root, image_size=image_size, fixed_class_order=fixed_class_order)
     for split in (ds.train, ds.test):
-        if len(split):
-            split.take(torch.tensor([0]))
+        if isinstance(split, FileImageSet) and len(split):  # decoded directly: the cache is the trials' node's
+            decode_image(split.paths[0], split.image_size)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cil.config import AUGMENT_MODES
 from cil.data import builtin, downloaded, folders
+from cil.data.cache import DecodeCache
 from cil.data.dataset import Dataset, training_augment
 from cil.data.errors import DataError
 
@@ -17,7 +18,7 @@ _FIXED_ORDER = ("cifar100", "imagenet100")
 
 def load_dataset(name: str, root: str | os.PathLike | None, *, download: bool = True,
                  image_size: int | None = None, fixed_class_order: bool = False,
-                 augment: str = "facil") -> Dataset:
+                 augment: str = "facil", cache_dir: str | os.PathLike | None = None) -> Dataset:
     """Load a data set by name.
 
     ``root``: the data root. cifar100, mnist and svhn use torchvision's layouts under it
@@ -28,7 +29,8 @@ def load_dataset(name: str, root: str | os.PathLike | None, *, download: bool = 
     ``image_size`` overrides the native size (in-memory sets are resized once, bilinear).
     ``fixed_class_order`` asks for the data set's fixed order (cifar100, imagenet100: iCaRL's).
     ``augment`` picks the training augmentation (``facil``, ``crop`` or ``none``; see
-    :func:`~cil.data.dataset.training_augment`).
+    :func:`~cil.data.dataset.training_augment`). ``cache_dir``: where file-backed sets keep their
+    decoded images (:mod:`cil.data.cache`; None: ``$CIL_CACHE_DIR`` or ``~/.cache/cil/decoded``).
     """
     if not isinstance(name, str):
         raise DataError(f"dataset name must be a string, got {name!r}; "
@@ -45,14 +47,14 @@ def load_dataset(name: str, root: str | os.PathLike | None, *, download: bool = 
         raise DataError(f"dataset {base!r} has no fixed class order "
                         f"(only {', '.join(_FIXED_ORDER)} have one)")
 
-    ds = _load(base, params, root, download, image_size, fixed_class_order)
+    ds = _load(base, params, root, download, image_size, fixed_class_order, cache_dir)
     if augment != "facil":
         ds.augment = training_augment(base, augment, ds.image_size)
     return ds
 
 
 def _load(base: str, params: str, root: str | os.PathLike | None, download: bool, image_size: int | None,
-          fixed_class_order: bool) -> Dataset:
+          fixed_class_order: bool, cache_dir: str | os.PathLike | None) -> Dataset:
     if base == "digits":
         return builtin.load_digits(image_size)
     if base == "synthetic":
@@ -69,5 +71,5 @@ def _load(base: str, params: str, root: str | os.PathLike | None, download: bool
     if base == "svhn":
         return downloaded.load_svhn(path, download, image_size)
     if base == "imagenet100":
-        return folders.load_imagenet100(path, image_size, fixed_class_order)
-    return folders.load_folder(path, image_size)
+        return folders.load_imagenet100(path, image_size, fixed_class_order, DecodeCache(cache_dir))
+    return folders.load_folder(path, image_size, DecodeCache(cache_dir))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from cil.data.cache import DecodeCache
 from cil.data.dataset import ICARL_CLASS_ORDER, IMAGENET_STATS, Dataset, training_augment
 from cil.data.errors import DataError
 from cil.data.imageset import FileImageSet
@@ -23,17 +24,18 @@ LAYOUTS = "train/<class>/<image> with test/<class>/... or val/<class>/..., or tr
 Split = tuple[list[str], list[int]]
 
 
-def load_imagenet100(root: Path, image_size: int | None, fixed_class_order: bool) -> Dataset:
+def load_imagenet100(root: Path, image_size: int | None, fixed_class_order: bool,
+                     cache: DecodeCache | None = None) -> Dataset:
     """An ImageNet subset as an ImageFolder tree or FACIL's lists, at ``root`` or ``root/imagenet100``.
 
-    Images are decoded on demand (shorter side resized to ``image_size``, default 224, then centre
-    crop). FACIL trains on RandomResizedCrop(224) of 256-pixel images; we pre-resize once and take the
-    random resized crop of the stored image on the device, then flip. ``fixed_class_order``: FACIL's
-    ``imagenet_subset`` order (iCaRL's list; needs 100 classes).
+    Images are decoded on demand, once per node into ``cache`` (shorter side resized to ``image_size``,
+    default 224, then centre crop). FACIL trains on RandomResizedCrop(224) of 256-pixel images; we
+    pre-resize once and take the random resized crop of the stored image on the device, then flip.
+    ``fixed_class_order``: FACIL's ``imagenet_subset`` order (iCaRL's list; needs 100 classes).
     """
     if not _has_layout(root) and _has_layout(root / "imagenet100"):
         root = root / "imagenet100"
-    ds = _load_files("imagenet100", root, image_size or IMAGENET_SIZE, lists_allowed=True)
+    ds = _load_files("imagenet100", root, image_size or IMAGENET_SIZE, lists_allowed=True, cache=cache)
     ds.mean, ds.std = IMAGENET_STATS
     if fixed_class_order:
         if ds.num_classes != len(ICARL_CLASS_ORDER):
@@ -43,13 +45,13 @@ def load_imagenet100(root: Path, image_size: int | None, fixed_class_order: bool
     return ds
 
 
-def load_folder(root: Path, image_size: int | None) -> Dataset:
+def load_folder(root: Path, image_size: int | None, cache: DecodeCache | None = None) -> Dataset:
     """Any ImageFolder tree with ``train/`` and ``test/`` (or ``val/``); class ids = sorted folder names.
 
     Default size 32 (CIFAR-sized networks); augmentation as imagenet100 (random resized crop, flip);
     ImageNet's normalisation (a neutral choice for natural RGB photos).
     """
-    ds = _load_files("folder", root, image_size or FOLDER_SIZE, lists_allowed=False)
+    ds = _load_files("folder", root, image_size or FOLDER_SIZE, lists_allowed=False, cache=cache)
     ds.mean, ds.std = IMAGENET_STATS
     return ds
 
@@ -58,7 +60,7 @@ def _has_layout(root: Path) -> bool:
     return (root / "train.txt").is_file() or (root / "train").is_dir()
 
 
-def _load_files(name: str, root: Path, size: int, lists_allowed: bool) -> Dataset:
+def _load_files(name: str, root: Path, size: int, lists_allowed: bool, cache: DecodeCache | None) -> Dataset:
     if not root.is_dir():
         raise DataError(f"{name}: data folder {str(root)!r} does not exist; expected {LAYOUTS}")
     if lists_allowed and (root / "train.txt").is_file():
@@ -68,7 +70,7 @@ def _load_files(name: str, root: Path, size: int, lists_allowed: bool) -> Datase
     else:
         expected = LAYOUTS if lists_allowed else LAYOUTS.split(", or")[0]
         raise DataError(f"{name}: {str(root)!r} has no training data; expected {expected}")
-    sets = [FileImageSet(paths, torch.tensor(labels, dtype=torch.int64), size)
+    sets = [FileImageSet(paths, torch.tensor(labels, dtype=torch.int64), size, cache)
             for paths, labels in (train, test)]
     return Dataset(name, sets[0], sets[1], num_classes=len(names), channels=3, image_size=size,
                    mean=IMAGENET_STATS[0], std=IMAGENET_STATS[1],

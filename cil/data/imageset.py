@@ -1,19 +1,18 @@
 """Image sets: the images and labels of one split, held in memory or decoded from files on demand.
 
-Both kinds answer the same three questions (``len``, ``labels``, ``take``), so the scenario and the
-training loop never need to know whether a split is a tensor or a folder of JPEGs.
+Both kinds answer the same questions (``len``, ``labels``, ``take``, ``prepare``), so the scenario and
+the training loop never need to know whether a split is a tensor or a folder of JPEGs.
 """
 
 from __future__ import annotations
 
-import os
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from PIL import Image
 
+from cil.data.cache import DecodeCache, chunk_key
 from cil.data.errors import DataError
 
 
@@ -27,6 +26,9 @@ class ImageSet:
 
     def take(self, indices: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def prepare(self, indices: torch.Tensor) -> None:
+        """Get ready to ``take`` these indices soon (file-backed sets decode them); nothing by default."""
 
 
 class TensorImageSet(ImageSet):
@@ -46,55 +48,69 @@ class TensorImageSet(ImageSet):
 
 
 class FileImageSet(ImageSet):
-    """Image files decoded only when asked for: a full ImageNet split does not fit in memory as uint8.
+    """Image files, decoded once per node into the decoded-image cache (:mod:`cil.data.cache`).
 
     Each file is read as RGB, its shorter side resized to ``image_size`` and the centre square cut out,
-    so every image comes back as ``[3, image_size, image_size]``. Decoding runs in a thread pool
-    (PIL releases the GIL while decoding and resizing).
+    so every image comes back as ``[3, image_size, image_size]``. The images of one class form one
+    cached chunk: ``take`` decodes the chunks it needs that are not cached yet (in threads: PIL releases
+    the GIL) and then copies the rows out of the memory-mapped chunks; ``prepare`` only decodes, which
+    is what a background prefetch of the next task calls.
     """
 
     def __init__(self, paths: Sequence[str], labels: torch.Tensor, image_size: int,
-                 workers: int | None = None) -> None:
+                 cache: DecodeCache | None = None) -> None:
         if len(paths) != labels.numel():
             raise DataError(f"{len(paths)} paths but {labels.numel()} labels")
         self.paths = list(paths)
         self.labels = labels.to(torch.int64)
         self.image_size = int(image_size)
-        self.workers = workers or min(8, os.cpu_count() or 1)
+        self.cache = cache or DecodeCache()
+        # chunk = class: the position of each image in its class's chunk (file order within the class)
+        lab = self.labels.numpy()
+        order = np.argsort(lab, kind="stable")
+        classes, starts, counts = np.unique(lab[order], return_index=True, return_counts=True)
+        row = np.empty(len(lab), dtype=np.int64)
+        row[order] = np.arange(len(lab)) - np.repeat(starts, counts)
+        self._row = torch.from_numpy(row)
+        self._members = {int(c): order[b:b + n].tolist() for c, b, n in zip(classes, starts, counts, strict=True)}
+        self._keys: dict[int, str] = {}
+        self._arrays: dict[int, np.ndarray] = {}
+        self._guard = threading.Lock()  # take (training thread) and prepare (prefetch thread) share these
 
     def take(self, indices: torch.Tensor) -> torch.Tensor:
-        idx = torch.as_tensor(indices, dtype=torch.long).tolist()
+        idx = torch.as_tensor(indices, dtype=torch.long).cpu()
         s = self.image_size
-        out = torch.empty((len(idx), 3, s, s), dtype=torch.uint8)
-
-        def fill(k: int) -> None:
-            out[k] = torch.from_numpy(decode_image(self.paths[idx[k]], s)).permute(2, 0, 1)
-
-        if len(idx) <= 1 or self.workers <= 1:
-            for k in range(len(idx)):
-                fill(k)
-        else:
-            with ThreadPoolExecutor(self.workers) as pool:
-                list(pool.map(fill, range(len(idx))))
+        out = torch.empty((idx.numel(), 3, s, s), dtype=torch.uint8)
+        if idx.numel() == 0:
+            return out
+        chunk, row = self.labels[idx].numpy(), self._row[idx].numpy()
+        arrays = self._chunks(np.unique(chunk).tolist())
+        dest = out.numpy()  # numpy's row gather is several times faster than a torch index_put here
+        for c, arr in arrays.items():
+            pos = np.flatnonzero(chunk == c)
+            dest[pos] = arr[row[pos]]
         return out
 
+    def prepare(self, indices: torch.Tensor) -> None:
+        """Make sure the chunks holding ``indices`` are decoded (in the cache), reading nothing."""
+        idx = torch.as_tensor(indices, dtype=torch.long).cpu()
+        if idx.numel():
+            self._chunks(self.labels[idx].unique().tolist())
 
-def decode_image(path: str, size: int) -> np.ndarray:
-    """Read ``path`` as RGB, shorter side resized to ``size``, centre-cropped: uint8 ``[size, size, 3]``."""
-    try:
-        with Image.open(path) as img:
-            img.draft("RGB", (size, size))  # JPEG: let the decoder downscale by 2^k, still >= size
-            img = img.convert("RGB")
-            w, h = img.size
-            scale = size / min(w, h)
-            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-            if (nw, nh) != (w, h):
-                img = img.resize((nw, nh), Image.BILINEAR)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            img = img.crop((left, top, left + size, top + size))
-            return np.asarray(img, dtype=np.uint8).copy()
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot decode image {path!r}: {e}") from e
+    def _chunks(self, classes: list[int]) -> dict[int, np.ndarray]:
+        with self._guard:
+            missing = [c for c in classes if c not in self._arrays]
+            for c in missing:
+                if c not in self._keys:
+                    self._keys[c] = chunk_key([self.paths[i] for i in self._members[c]], self.image_size)
+        if missing:
+            wanted = {self._keys[c]: ([self.paths[i] for i in self._members[c]], self.image_size) for c in missing}
+            arrays = self.cache.chunks(wanted)
+            with self._guard:
+                for c in missing:
+                    self._arrays[c] = arrays[self._keys[c]]
+        with self._guard:
+            return {c: self._arrays[c] for c in classes}
 
 
 def resize_images(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numbers
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -51,10 +52,19 @@ class Scenario:
 
     def task_split(self, t: int, split: SplitName) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images ``[n, C, H, W]`` and remapped int64 labels of task t's samples in ``split``."""
-        idx = self.task_indices(t, split)
+        return self.union_split([t], split)
+
+    def union_split(self, tasks: Sequence[int], split: SplitName) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples of several tasks' ``split``, task after task (joint training's data), in one take."""
+        idx = self.union_indices(tasks, split)
         source = self.dataset.test if split == "test" else self.dataset.train
         key = "train" if split == "val" else split
         return source.take(idx), self._labels[key][idx]
+
+    def union_indices(self, tasks: Sequence[int], split: SplitName) -> torch.Tensor:
+        """:meth:`task_indices` of each task in ``tasks``, concatenated."""
+        parts = [self.task_indices(u, split) for u in tasks]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
     def classes_seen(self, t: int) -> int:
         """How many classes tasks 0..t cover together (the head size of a task-agnostic model)."""
