@@ -42,6 +42,10 @@ class LucirSection:
     less_forget: bool = field(default=True, metadata={"flag": "--remove-less-forget", "sets": False})
     margin_ranking: bool = field(default=True, metadata={"flag": "--remove-margin-ranking", "sets": False})
     adapt_lamb: bool = field(default=True, metadata={"flag": "--remove-adapt-lamda", "sets": False})
+    facil_relu: bool = False
+    """Remove the ReLU FACIL removes: the end of ``layer3``'s last block on ResNet-32 and ResNet-18 (on
+    ResNet-18 an inner one, so its features stay non-negative) and none on the ConvNet (false: the ReLU
+    after the backbone's last block, the paper's intent, on every backbone)."""
 
 
 def _mixing_weight(value: float) -> str | None:
