@@ -76,3 +76,15 @@ def test_lucir_without_its_terms_is_cosine_finetuning(monkeypatch):
     monkeypatch.setattr(cil.loop, "make_approach",
                         lambda cfg: CosineFinetuning(cfg) if cfg.approach == "finetuning" else make(cfg))
     _assert_same(lucir, _trace(common | {"approach": "finetuning"}))
+
+
+def test_ordering_preset_gives_every_approach_the_same_exemplars():
+    import os
+
+    from tune.spec import load_spec
+
+    spec = load_spec(os.path.join(os.path.dirname(os.path.dirname(__file__)), "tune", "presets",
+                                  "synthetic_facil_ordering.yaml"))
+    assert spec.num_trials == 40 and spec.grid["run.seed"] == [0, 1, 2, 3, 4]
+    assert {"finetuning", "icarl", "eeil", "bic", "lucir", "il2m", "lwf", "lwm"} == set(spec.grid["approach"])
+    assert spec.base["memory.num_exemplars"] == 50 and "memory.num_exemplars" not in spec.grid
