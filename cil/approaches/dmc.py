@@ -10,7 +10,8 @@ trainer, without warm-up, as FACIL's DMC calls its trainers' loops directly):
    concatenation of the old model's old heads and the specialist's head t, each column centred over the
    batch as FACIL centres it (``targets - targets.mean(0)``; the paper's Eq. 4 instead subtracts from
    each sample's logits of a teacher their mean over that teacher's classes), the loss of Eq. 3:
-   ``mean((z_student - (z_teachers - mean_batch(z_teachers)))^2)`` over every head. Its validation set is the auxiliary data's test split (as FACIL's), with the same loss.
+   ``mean((z_student - (z_teachers - mean_batch(z_teachers)))^2)`` over every head. Its validation set is
+   the auxiliary data's test split (as FACIL's), with the same loss.
 
 The auxiliary data (``dmc.aux_dataset``) is loaded with cil.data at the main data set's image size,
 converted to its channel count (RGB to grey by luminance, grey to RGB by repetition), augmented and

@@ -153,6 +153,9 @@ class EeilSection:
     nepochs_finetuning: int = field(default=40, metadata={"check": ">=0", "flag": "--nepochs-finetuning"})
     noise_grad: bool = field(default=False, metadata={"flag": "--noise-grad", "sets": True})
     facil_finetuning: bool = False
+    balanced_herding: bool = False
+    """Pick the ``m`` samples of each new class in the balanced set by herding on the features of the
+    model stage 1 left, as the paper does (false: at random, as FACIL; ignored with ``facil_finetuning``)."""
 
 
 @dataclass
