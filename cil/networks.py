@@ -133,19 +133,26 @@ class ResNet18(nn.Module):
             nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.net = net
         self.last_relu = True
+        #: the ReLU at the end of layer3's last block; FACIL's LUCIR removes this one on ResNet-18 (its
+        #: ``BasicBlockNoRelu`` swap targets ``layer3[-1]``, the last block of its ResNet-32)
+        self.layer3_relu = True
+
+    @staticmethod
+    def _stage(stage: nn.Sequential, x: Tensor, final_relu: bool) -> Tensor:
+        """A torchvision stage, optionally without the ReLU after its last block's residual sum."""
+        if final_relu:
+            return stage(x)
+        for block in list(stage)[:-1]:
+            x = block(x)
+        last = stage[-1]
+        out = last.bn2(last.conv2(last.relu(last.bn1(last.conv1(x)))))
+        return out + (x if last.downsample is None else last.downsample(x))
 
     def forward(self, x: Tensor) -> Tensor:
         n = self.net
         x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
-        x = n.layer3(n.layer2(n.layer1(x)))
-        if self.last_relu:
-            x = n.layer4(x)
-        else:
-            for block in list(n.layer4)[:-1]:
-                x = block(x)
-            last = n.layer4[-1]
-            out = last.bn2(last.conv2(last.relu(last.bn1(last.conv1(x)))))
-            x = out + (x if last.downsample is None else last.downsample(x))
+        x = self._stage(n.layer3, n.layer2(n.layer1(x)), self.layer3_relu)
+        x = self._stage(n.layer4, x, self.last_relu)
         return torch.flatten(n.avgpool(x), 1)
 
 

@@ -112,3 +112,18 @@ def test_resume_after_task_1_gives_the_uninterrupted_matrices(published, tmp_pat
     resumed = list(run(ExperimentConfig.from_dict(CFG | PUBLISHED), state=state))
     assert [r.task for r in resumed] == [2]
     assert (resumed[-1].acc_taw == results[-1].acc_taw).all() and (resumed[-1].acc_tag == results[-1].acc_tag).all()
+
+
+def test_balanced_herding_picks_each_new_classs_herding_order():
+    from cil.memory import herding_order
+
+    exp = Experiment(ExperimentConfig.from_dict(CFG | {"eeil.balanced_herding": True, "eeil.nepochs_finetuning": 0}))
+    exp.train_task(exp.begin_task(0))
+    ctx = exp.begin_task(1)
+    x, y = ctx.task_data("train")
+    bx, by = exp.approach.balanced_set(ctx)
+    m = min(ctx.memory.class_counts().values())
+    feats = EEIL._features(ctx, x)
+    for c in range(ctx.offset, ctx.offset + ctx.num_new_classes):
+        idx = torch.nonzero(y == c).flatten()
+        assert torch.equal(bx[by == c], x[idx[herding_order(feats[idx], m)]])

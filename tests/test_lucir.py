@@ -200,3 +200,20 @@ def test_paper_lucir_sweep_preset_lists_its_trials():
     assert spec.num_trials == 54
     assert spec.base["memory.num_exemplars_per_class"] == 20 and spec.base["memory.selection"] == "herding"
     assert spec.grid["loss.w_task"] == [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+
+
+@pytest.mark.parametrize("network, negative", [("resnet18", False), ("resnet32", True), ("convnet", False)])
+def test_facil_relu_removes_the_relu_facil_removes(network, negative):
+    """lucir.facil_relu: FACIL's swap of layer3[-1] (the last block of ResNet-32, an inner one of
+    ResNet-18, whose features stay non-negative); nothing on the ConvNet."""
+    from cil.approaches.lucir import LUCIR
+    from cil.networks import IncrementalNet, make_backbone
+
+    backbone, dim = make_backbone(network, 1, 16)
+    model = IncrementalNet(backbone, dim)
+    LUCIR(_cfg(**{"lucir.facil_relu": True, "model.network": network})).prepare_model(model)
+    model.eval()
+    features = model.features(torch.randn(4, 1, 16, 16))
+    assert bool((features < 0).any()) is negative
+    if network == "resnet18":
+        assert backbone.last_relu and not backbone.layer3_relu

@@ -8,8 +8,10 @@ trainer, without warm-up, as FACIL's DMC calls its trainers' loops directly):
    data: the new-task specialist;
 2. the re-initialised model (the student) learns, on the unlabelled auxiliary data, to regress the
    concatenation of the old model's old heads and the specialist's head t, each column centred over the
-   batch (the paper's Eq. 3-4): ``mean((z_student - (z_teachers - mean_batch(z_teachers)))^2)`` over
-   every head. Its validation set is the auxiliary data's test split (as FACIL's), with the same loss.
+   batch as FACIL centres it (``targets - targets.mean(0)``; the paper's Eq. 4 instead subtracts from
+   each sample's logits of a teacher their mean over that teacher's classes), the loss of Eq. 3:
+   ``mean((z_student - (z_teachers - mean_batch(z_teachers)))^2)`` over every head. Its validation set is
+   the auxiliary data's test split (as FACIL's), with the same loss.
 
 The auxiliary data (``dmc.aux_dataset``) is loaded with cil.data at the main data set's image size,
 converted to its channel count (RGB to grey by luminance, grey to RGB by repetition), augmented and
@@ -73,7 +75,8 @@ class DoubleDistillation(Approach):
         return ctx.model.parameters()  # every head of the student
 
     def targets(self, ctx: TaskContext, x: Tensor) -> Tensor:
-        """The old model's old heads and the specialist's head t, each column centred over the batch."""
+        """The old model's old heads and the specialist's head t, each column centred over the batch
+        (FACIL's centring, not the paper's per-sample one: docs/fidelity.md)."""
         with torch.no_grad():
             old = ctx.old_model(x)[: ctx.t]
             new = self.new_model(x)[ctx.t]

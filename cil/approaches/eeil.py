@@ -5,8 +5,9 @@ Task t > 0 trains in two stages, both with FACIL's schedule in the shared traine
 1. all of task t's training data plus the exemplars, ``CE(all heads) + eeil.lamb * kd``;
 2. balanced fine-tuning: ``eeil.nepochs_finetuning`` epochs at ``train.lr * eeil.lr_finetuning_factor``
    (no warm-up) on a class-balanced set: every old class's exemplars and as many random samples of each
-   new class, ``m`` per class (``m`` = the fewest exemplars any old class has). The new classes are
-   distilled too, from the model as stage 1 left it (the paper's temporary distillation loss).
+   new class (chosen by herding with ``eeil.balanced_herding``, the paper's choice), ``m`` per class
+   (``m`` = the fewest exemplars any old class has). The new classes are distilled
+   too, from the model as stage 1 left it (the paper's temporary distillation loss).
 
 ``kd`` sums, over the distilled heads, FACIL's ``BCE(softmax(z/T), softmax(z_teacher/T))`` (mean over
 samples and classes); the old heads' teacher is the model after task t - 1. The validation loss is the
@@ -35,6 +36,7 @@ from cil.approaches.base import Approach, Loss, Phase, Split, Step, TaskContext,
 from cil.approaches.registry import EeilSection
 from cil.approaches.stages import chain_reports, fit_stage
 from cil.config import ExperimentConfig
+from cil.memory import herding_order
 from cil.networks import IncrementalNet
 from cil.training import FitReport, frozen_copy
 
@@ -110,12 +112,25 @@ class EEIL(Approach):
             return torch.cat([mem_x, x[pick]]), torch.cat([mem_y, y[pick]])
         m = min(ctx.memory.class_counts().values())
         old = [torch.nonzero(mem_y == c).flatten()[:m] for c in range(ctx.num_old_classes)]
+        feats = self._features(ctx, x) if self.params(ctx).balanced_herding else None
         new = []
         for c in range(ctx.offset, ctx.offset + ctx.num_new_classes):
             idx = torch.nonzero(y == c).flatten()
-            new.append(idx[torch.randperm(len(idx), generator=gen, device=gen.device)[:m].to(idx.device)])
+            if feats is not None:
+                new.append(idx[herding_order(feats[idx.cpu()], m).to(idx.device)])
+            else:
+                new.append(idx[torch.randperm(len(idx), generator=gen, device=gen.device)[:m].to(idx.device)])
         old_idx, new_idx = torch.cat(old), torch.cat(new)
         return torch.cat([mem_x[old_idx], x[new_idx]]), torch.cat([mem_y[old_idx], y[new_idx]])
+
+    @staticmethod
+    @torch.inference_mode()
+    def _features(ctx: TaskContext, x: Tensor) -> Tensor:
+        """The model's features of un-augmented images, in eval mode, on the CPU (for herding)."""
+        ctx.model.eval()
+        bs = ctx.cfg.train.batch_size
+        return torch.cat([ctx.model(ctx.trainer.inputs(x[i:i + bs]), return_features=True)[1].float().cpu()
+                          for i in range(0, len(x), bs)])
 
     # ---- gradient noise -----------------------------------------------------------------------------
     def train_parameters(self, ctx: TaskContext) -> Iterable[nn.Parameter]:

@@ -29,7 +29,7 @@ from cil import losses
 from cil.approaches.base import Approach, Loss, Phase, Step, TaskContext, warn_without_exemplars
 from cil.approaches.registry import LucirSection
 from cil.config import ConfigError, ExperimentConfig
-from cil.networks import CosineLinear, IncrementalNet, full_precision
+from cil.networks import CosineLinear, IncrementalNet, ResNet18, ResNet32, full_precision
 
 
 class LUCIR(Approach):
@@ -57,7 +57,14 @@ class LUCIR(Approach):
 
     # ---- structure ------------------------------------------------------------------------------------
     def prepare_model(self, model: IncrementalNet) -> None:
-        model.set_last_relu(False)  # features may be negative (LUCIR Sec. 4.1)
+        """Features may be negative (LUCIR Sec. 4.1): the backbone's last ReLU goes; with
+        ``lucir.facil_relu`` the one FACIL removes (``layer3[-1]``'s on a ResNet, none otherwise)."""
+        if not self.cfg.section("lucir").facil_relu:
+            model.set_last_relu(False)
+        elif isinstance(model.backbone, ResNet18):
+            model.backbone.layer3_relu = False
+        elif isinstance(model.backbone, ResNet32):
+            model.set_last_relu(False)
 
     def make_head(self, model: IncrementalNet, t: int, n_classes: int) -> nn.Module:
         sigma = model.heads[t - 1].sigma if t > 0 else None  # one sigma shared by every head

@@ -139,7 +139,12 @@ def resolve_layer(backbone: nn.Module, name: str, x: Tensor) -> str:
 
 class LwM(LwF):
     needs_old_model = True
-    old_model_grad = True  # Grad-CAM differentiates the old model's scores w.r.t. its activations
+
+    @property
+    def old_model_grad(self) -> bool:
+        """Grad-CAM differentiates the old model's scores w.r.t. its activations; with ``lwm.gamma: 0``
+        there is no attention term, and the old model is LwF's (BatchNorm folded, no graph)."""
+        return bool(self.cfg.section("lwm").gamma)
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)

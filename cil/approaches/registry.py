@@ -53,6 +53,10 @@ class LucirSection:
     adapt_lamb: bool = field(default=True, metadata={"flag": "--remove-adapt-lamda", "sets": False})
     """Scale `lamb` per task by sqrt(old classes / new classes) (false: FACIL's `--remove-adapt-lamda`, `lamb` as
     given)."""
+    facil_relu: bool = False
+    """Remove the ReLU FACIL removes: the end of ``layer3``'s last block on ResNet-32 and ResNet-18 (on
+    ResNet-18 an inner one, so its features stay non-negative) and none on the ConvNet (false: the ReLU
+    after the backbone's last block, the paper's intent, on every backbone)."""
 
 
 def _mixing_weight(value: float) -> str | None:
@@ -198,6 +202,9 @@ class EeilSection:
     facil_finetuning: bool = False
     """Reproduce FACIL's stages: stage 1 distils heads 0..t-2, the balanced stage distils no new class and balances
     the exemplars against as many random new-task samples in total."""
+    balanced_herding: bool = False
+    """Pick the ``m`` samples of each new class in the balanced set by herding on the features of the
+    model stage 1 left, as the paper does (false: at random, as FACIL; ignored with ``facil_finetuning``)."""
 
 
 @dataclass
