@@ -116,6 +116,9 @@ def test_a_sweep_submitted_as_a_ray_job_from_a_clone_writes_every_row(head, tmp_
         cwd=clone, env=env, capture_output=True, text=True, timeout=900, start_new_session=True)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout, done.stdout[-4000:]
+    # The driver inside the job joined the head through the RAY_ADDRESS Ray sets, not a Ray of its own.
+    assert "Connecting to existing Ray cluster at address: " in done.stdout
+    assert f":{head.gcs_port}..." in done.stdout, done.stdout[-4000:]
     assert "2 trials, 2 finished, 0 errored" in done.stdout, done.stdout[-4000:]
     df = load(storage / "job" / "results")
     assert set(df["approach"]) == {"finetuning", "lwf"}
