@@ -28,10 +28,23 @@ class JobHead:
     """``ray start --head --block`` with the dashboard (and so the job server) on free ports, in a
     session of its own; :meth:`stop` SIGKILLs it and every process under it, and nothing else."""
 
-    def __init__(self, num_cpus: int = 1) -> None:
+    def __init__(self, num_cpus: int = 1, autoscaling: dict | None = None) -> None:
+        """``autoscaling``: a cluster config for Ray's fake multi-node provider, whose autoscaler then
+        starts and stops worker nodes (raylets on this machine) as the head's monitor decides."""
         # A short temp dir: Ray's unix sockets live under it and their paths are limited to ~107 bytes.
         self.temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")
         self.gcs_port, self.dashboard_port = _free_port(), _free_port()
+        args, env = [], {}
+        if autoscaling is not None:
+            from ray._private.services import get_node_ip_address
+
+            self.ip = get_node_ip_address()
+            autoscaling["provider"] |= {"gcs_address": f"{self.ip}:{self.gcs_port}"}
+            config = os.path.join(self.temp_dir, "autoscaling.yaml")
+            with open(config, "w") as f:
+                yaml.safe_dump(autoscaling, f)
+            args = [f"--autoscaling-config={config}"]
+            env = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
         self.log = open(os.path.join(self.temp_dir, "head.log"), "w")
         self.process = subprocess.Popen(
             [RAY, "start", "--head", "--block", f"--port={self.gcs_port}", f"--num-cpus={num_cpus}", "--num-gpus=0",
@@ -39,8 +52,8 @@ class JobHead:
              f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
              f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}",
              f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}",
-             f"--ray-client-server-port={_free_port()}", "--disable-usage-stats", f"--temp-dir={self.temp_dir}"],
-            env=drivers.env(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+             f"--ray-client-server-port={_free_port()}", "--disable-usage-stats", f"--temp-dir={self.temp_dir}", *args],
+            env=drivers.env(**env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
     def url(self) -> str:
