@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -60,6 +61,30 @@ def kill_group(driver: subprocess.Popen) -> None:
         pass
     driver.wait()
 
+
+
+def free_port() -> int:
+    """A port nobody on this machine listens on now (other Rays run here: never rely on defaults)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kill_tree(root) -> None:
+    """SIGKILL a process (a ``psutil.Process``) and every descendant at once, and wait for them: a Ray
+    node or a job driver runs processes in sessions of their own, which a process group misses."""
+    import psutil
+
+    try:
+        victims = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        victims = []
+    for p in victims:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=30)
 
 if __name__ == "__main__":
     import fault_hooks

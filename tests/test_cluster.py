@@ -7,8 +7,6 @@ case equal, bit for bit, those of the same spec on one local node (all columns b
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import time
 
 import drivers
@@ -22,12 +20,6 @@ pytestmark = pytest.mark.ray
 TRIALS = {"approach": ["lwf", "lwf-sr"], "run.seed": [0]}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LocalCluster:
     """A head (CPU 0) and worker nodes, each a raylet this test starts and kills by its own pids."""
 
@@ -35,8 +27,8 @@ class LocalCluster:
         from ray.cluster_utils import Cluster
 
         self.cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "gcs_server_port": _free_port(), "include_dashboard": False,
-            "dashboard_port": _free_port(), "dashboard_agent_listen_port": _free_port()})
+            "num_cpus": 0, "gcs_server_port": drivers.free_port(), "include_dashboard": False,
+            "dashboard_port": drivers.free_port(), "dashboard_agent_listen_port": drivers.free_port()})
         self.workers = [self.add() for _ in range(2)]
 
     @property
@@ -53,14 +45,7 @@ class LocalCluster:
     def preempt(self, node) -> None:
         """SIGKILL the node's raylet and all its processes (workers, agents) at once, as a spot
         instance vanishes; then wait until the GCS has marked it dead."""
-        raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
-        victims = [raylet, *raylet.children(recursive=True)]
-        for p in victims:
-            try:
-                p.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(victims, timeout=30)
+        drivers.kill_tree(psutil.Process(node.all_processes["raylet"][0].process.pid))
         self.cluster.worker_nodes.discard(node)
         self.workers.remove(node)
         deadline = time.monotonic() + 120

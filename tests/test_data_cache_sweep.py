@@ -34,7 +34,7 @@ def test_the_trials_of_a_sweep_on_one_node_decode_each_class_once(tmp_path, monk
                                     "data.image_size": 16, "data.num_tasks": 2, "data.cache_dir": str(cache),
                                     "model.network": "convnet", "train.nepochs": 1},
                            "grid": {"run.seed": [0, 1, 2, 3]}, "resources": {"cpu": 1}})
-        paths = SweepPaths(str(tmp_path / "storage"), "shared")
+        paths = SweepPaths(str(tmp_path / "storage"), "one-cache")
         results = run_sweep(spec, paths, verbose=0).grid
     finally:
         ray.shutdown()

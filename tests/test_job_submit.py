@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,6 @@ import drivers
 import psutil
 import pytest
 import yaml
-from test_cluster import _free_port
 from test_faults import FAST
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -33,7 +31,7 @@ class JobHead:
         starts and stops worker nodes (raylets on this machine) as the head's monitor decides."""
         # A short temp dir: Ray's unix sockets live under it and their paths are limited to ~107 bytes.
         self.temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")
-        self.gcs_port, self.dashboard_port = _free_port(), _free_port()
+        self.gcs_port, self.dashboard_port = drivers.free_port(), drivers.free_port()
         args, env = [], {}
         if autoscaling is not None:
             from ray._private.services import get_node_ip_address
@@ -49,10 +47,12 @@ class JobHead:
         self.process = subprocess.Popen(
             [RAY, "start", "--head", "--block", f"--port={self.gcs_port}", f"--num-cpus={num_cpus}", "--num-gpus=0",
              "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-             f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-             f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}",
-             f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}",
-             f"--ray-client-server-port={_free_port()}", "--disable-usage-stats", f"--temp-dir={self.temp_dir}", *args],
+             f"--dashboard-agent-listen-port={drivers.free_port()}",
+             f"--dashboard-agent-grpc-port={drivers.free_port()}",
+             f"--runtime-env-agent-port={drivers.free_port()}", f"--metrics-export-port={drivers.free_port()}",
+             f"--node-manager-port={drivers.free_port()}", f"--object-manager-port={drivers.free_port()}",
+             f"--ray-client-server-port={drivers.free_port()}", "--disable-usage-stats",
+             f"--temp-dir={self.temp_dir}", *args],
             env=drivers.env(**env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
@@ -80,16 +80,9 @@ class JobHead:
     def stop(self) -> None:
         # Job drivers run in sessions of their own, so the process group is not enough: every descendant.
         try:
-            root = psutil.Process(self.process.pid)
-            victims = [root, *root.children(recursive=True)]
+            drivers.kill_tree(psutil.Process(self.process.pid))
         except psutil.NoSuchProcess:
-            victims = []
-        for p in victims:
-            try:
-                p.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(victims, timeout=30)
+            pass
         self.process.wait()
         self.log.close()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
