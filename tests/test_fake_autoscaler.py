@@ -63,7 +63,9 @@ def test_the_autoscaler_adds_a_worker_for_a_pending_sweep_and_removes_it_when_id
                                "--address", f"{head.ip}:{head.gcs_port}")
         seen = []
         try:
+            deadline = time.monotonic() + 900
             while driver.poll() is None:  # the only CPU is on a worker the autoscaler must add
+                assert time.monotonic() < deadline, f"the sweep never ended:\n{log.read_text()[-4000:]}"
                 seen = seen or alive_workers(head)
                 time.sleep(1)
         finally:
