@@ -1,12 +1,16 @@
 """Session-wide test setup: the decoded-image cache of every test run lives in a fresh temporary folder.
 
 Set here, before any test runs, so that in-process runs and the Ray workers tests start (they inherit the
-environment) never read or write the user's ``~/.cache/cil/decoded``.
+environment) never read or write the user's ``~/.cache/cil/decoded``. And the S3 server fixture that
+the S3 tests share.
 """
 
 import os
 import shutil
 import tempfile
+
+import drivers
+import pytest
 
 _CACHE = tempfile.mkdtemp(prefix="cil-test-cache-")
 os.environ["CIL_CACHE_DIR"] = _CACHE
@@ -14,3 +18,22 @@ os.environ["CIL_CACHE_DIR"] = _CACHE
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on a free port of 127.0.0.1 with the bucket ``drivers.BUCKET``; yields its
+    endpoint host:port."""
+    pytest.importorskip("moto.server")
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = drivers.free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                     aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=drivers.BUCKET)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop()

@@ -2,7 +2,10 @@
 no CPUs, as in cluster.yaml, and two 1-CPU worker nodes; drivers join it with ``--address``.
 
 A spot preemption is a SIGKILL of a worker node's raylet and every process under it. The rows of every
-case equal, bit for bit, those of the same spec on one local node (all columns but timings)."""
+case equal, bit for bit, those of the same spec on one local node (all columns but timings). Storage is
+a local folder that every node sees, and once the S3 of the moto server, as on a real cluster: the
+nodes have the credentials in their environment (an instance role's stand-in), the endpoint travels in
+the storage URI."""
 
 from __future__ import annotations
 
@@ -12,8 +15,10 @@ import time
 import drivers
 import pandas as pd
 import psutil
+import pyarrow.fs as pafs
 import pytest
 import yaml
+from drivers import BUCKET, CREDENTIALS, s3_fs
 from test_faults import FAST, KEY, assert_complete
 
 pytestmark = pytest.mark.ray
@@ -65,7 +70,7 @@ class LocalCluster:
 @pytest.fixture(scope="module")
 def cluster():
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in drivers.env().items():
+        for key, value in drivers.env(**CREDENTIALS).items():
             mp.setenv(key, value)
         mp.delenv("RAY_ADDRESS", raising=False)
         c = LocalCluster()
@@ -82,9 +87,9 @@ def _spec(tmp_path, name: str = "sweep.yaml", **sections) -> str:
     return str(spec)
 
 
-def deterministic(results) -> pd.DataFrame:
+def deterministic(results, filesystem=None) -> pd.DataFrame:
     """Every column but timings and ids, in a fixed order: what must be equal bit for bit."""
-    df = pd.read_parquet(os.path.join(results, "task_results"))
+    df = pd.read_parquet(os.path.join(results, "task_results"), filesystem=filesystem)
     df = df.drop(columns=[c for c in df.columns if c.endswith("seconds") or c in ("sweep", "trial_id")])
     return df.sort_values(["approach", "seed", "task", "eval_task"]).reset_index(drop=True)
 
@@ -144,6 +149,33 @@ def test_a_preempted_worker_node_loses_nothing(cluster, reference, tmp_path, rep
     assert not df.duplicated(KEY).any()
     pd.testing.assert_frame_equal(deterministic(results), reference)
     cluster.heal()
+
+
+@pytest.mark.slow
+def test_a_preempted_worker_node_loses_nothing_on_s3(cluster, reference, s3, tmp_path) -> None:
+    """(b) with the sweep's storage on S3: rows, checkpoints and Tune's state go to the bucket from
+    every node; the preempted trial restores its checkpoint from S3 on the replacement node."""
+    cluster.heal()
+    fs, log = s3_fs(s3), tmp_path / "driver.log"
+    driver = drivers.start(log, _spec(tmp_path, failure={"max_failures": 0}), "--storage",
+                           f"s3://{BUCKET}/cluster?endpoint_override={s3}&scheme=http", "--name", "b",
+                           "--address", cluster.address, **CREDENTIALS)
+    results = f"{BUCKET}/cluster/b/results"
+
+    def first_tasks() -> int:
+        listing = fs.get_file_info(pafs.FileSelector(f"{results}/task_results", allow_not_found=True))
+        return sum(i.base_name.endswith("_t000.parquet") for i in listing)
+
+    try:
+        drivers.wait_for(lambda: first_tasks() == 2, driver, log, timeout=400)
+        cluster.preempt(cluster.workers[0])
+        cluster.heal()
+        assert driver.wait(timeout=900) == 0, log.read_text()[-4000:]
+    finally:
+        drivers.kill_group(driver)
+    assert "2 trials, 2 finished, 0 errored" in log.read_text()
+    assert_complete(results, trials=2, filesystem=fs)
+    pd.testing.assert_frame_equal(deterministic(results, fs), reference)
 
 
 @pytest.mark.slow

@@ -46,16 +46,17 @@ def _rows(trial: str, t: int, seconds: float = 1.0) -> tuple[list[dict], list[di
     return rows, heads
 
 
-def _read(results, table: str = "task_results") -> pd.DataFrame:
-    return pd.read_parquet(os.path.join(results, table))
+def _read(results, table: str = "task_results", filesystem=None) -> pd.DataFrame:
+    return pd.read_parquet(os.path.join(results, table), filesystem=filesystem)
 
 
-def assert_complete(results, trials: int, rows_per_trial: int = ROWS_PER_TRIAL) -> pd.DataFrame:
-    df = _read(results)
+def assert_complete(results, trials: int, rows_per_trial: int = ROWS_PER_TRIAL, filesystem=None) -> pd.DataFrame:
+    """Every trial's rows once, in ``results`` (a local folder, or a path in ``filesystem``)."""
+    df = _read(results, filesystem=filesystem)
     assert not df.duplicated(KEY).any(), df[df.duplicated(KEY, keep=False)].sort_values(KEY)
     assert df["trial_id"].nunique() == trials
     assert (df.groupby("trial_id").size() == rows_per_trial).all(), df.groupby("trial_id").size()
-    heads = _read(results, "heads")
+    heads = _read(results, "heads", filesystem)
     assert not heads.duplicated(["trial_id", "task", "head"]).any() and len(heads) == trials * rows_per_trial
     return df
 
@@ -367,6 +368,7 @@ def test_ctrl_c_exits_130_with_the_resume_command_and_resume_completes(tmp_path)
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # two real drivers; the lease's rules are tested in-process above, beat by beat
 def test_two_drivers_on_one_name_and_a_resume_while_alive_are_refused(tmp_path) -> None:
     """Cases 4 and 5: two drivers started together run the sweep once; a --resume while the first is
     alive is refused with its holder and the way to take it over."""

@@ -5,37 +5,14 @@ the moment a trial merged its files, then resumed, with complete rows on S3."""
 from __future__ import annotations
 
 import json
-import socket
 
 import drivers
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 import yaml
+from drivers import BUCKET, CREDENTIALS, s3_fs
 from test_faults import FAST, KEY, ROWS_PER_TRIAL
-
-BUCKET = "sweeps"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """A moto S3 server on a free port of 127.0.0.1 with one bucket; yields its endpoint host:port."""
-    pytest.importorskip("moto.server")
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                     aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def _spec(tmp_path) -> str:
@@ -46,9 +23,7 @@ def _spec(tmp_path) -> str:
 
 
 def _rows(endpoint: str, path: str) -> pd.DataFrame:
-    fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key="testing",
-                           secret_key="testing", region="us-east-1")
-    return pd.read_parquet(path, filesystem=fs)
+    return pd.read_parquet(path, filesystem=s3_fs(endpoint))
 
 
 def test_missing_bucket_is_one_line_before_ray_starts(s3, tmp_path) -> None:
@@ -66,9 +41,7 @@ def test_sweep_on_s3_with_the_endpoint_in_the_uri(s3, tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     df = _rows(s3, f"{BUCKET}/uri/endpoint/results/task_results")
     assert len(df) == ROWS_PER_TRIAL and not df.duplicated(KEY).any()
-    names = [i.base_name for i in pafs.S3FileSystem(endpoint_override=s3, scheme="http", access_key="testing",
-                                                     secret_key="testing", region="us-east-1")
-             .get_file_info(pafs.FileSelector(f"{BUCKET}/uri/endpoint"))]
+    names = [i.base_name for i in s3_fs(s3).get_file_info(pafs.FileSelector(f"{BUCKET}/uri/endpoint"))]
     assert "sweep-lease.json" not in names and "results" in names  # released; no folder named after the query
 
 

@@ -32,6 +32,7 @@ def env() -> dict[str, str]:
     return e | {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "1", "PYTHONPATH": ROOT}
 
 
+@pytest.mark.slow  # SIGKILL of the driver; the default run keeps its SIGINT twin (test_faults' ctrl-c case)
 def test_killed_driver_resumes_without_duplicate_or_missing_rows(tmp_path) -> None:
     spec = tmp_path / "resume.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
