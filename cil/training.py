@@ -169,7 +169,8 @@ class Trainer:
         return torch.stack([total, hits])
 
     def fit(self, approach: Approach, ctx: TaskContext, train: Split, val: Split) -> FitReport:
-        """FACIL's train loop: warm-up, then SGD with lr decay on plateau and best-model restore.
+        """FACIL's train loop: warm-up, then SGD with lr decay on plateau and best-model restore (unless
+        the approach's ``selects_best_epoch`` says no for this stage: then the last epoch's model).
 
         Reads the schedule from ``ctx.cfg.train`` (so a caller may re-run it with other values). Per
         epoch, one read from the device: the training loss terms, the validation loss/accuracy (and the
@@ -186,7 +187,8 @@ class Trainer:
         params = [p for p in approach.train_parameters(ctx) if p.requires_grad]
         lr = tc.lr
         optimizer = make_sgd(params, tc, lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
-        best_loss, best_state, patience = float("inf"), _snapshot(model), tc.lr_patience
+        select = approach.selects_best_epoch(ctx)
+        best_loss, best_state, patience = float("inf"), _snapshot(model) if select else None, tc.lr_patience
         records: list[EpochRecord] = []
 
         def loss_of(step: Step) -> Loss:
@@ -225,7 +227,9 @@ class Trainer:
             records.append(record)
             if ctx.after_epoch is not None:
                 ctx.after_epoch(ctx, record)
-            if val_loss < best_loss:
+            if not select:
+                best_loss = val_loss  # the last epoch's: the model kept
+            elif val_loss < best_loss:
                 best_loss, best_state, patience = val_loss, _snapshot(model), tc.lr_patience
             else:
                 patience -= 1
@@ -241,7 +245,8 @@ class Trainer:
                     model.load_state_dict(best_state)
             if ctx.log:
                 ctx.log(f"  task {t} epoch {epoch + 1}/{tc.nepochs}: val loss {val_loss:.4f} lr {lr:.2e}")
-        model.load_state_dict(best_state)
+        if select:
+            model.load_state_dict(best_state)
         return FitReport(epochs=len(records), best_val_loss=best_loss, seconds=time.perf_counter() - start,
                          records=records)
 

@@ -127,3 +127,48 @@ def test_balanced_herding_picks_each_new_classs_herding_order():
     for c in range(ctx.offset, ctx.offset + ctx.num_new_classes):
         idx = torch.nonzero(y == c).flatten()
         assert torch.equal(bx[by == c], x[idx[herding_order(feats[idx], m)]])
+
+
+def _balanced_stage(**over):
+    """Task 1's balanced stage: (val loss, lr, model state) after each of its epochs, and the model it left."""
+    epochs, left = [], []
+    real = Trainer.fit
+
+    def after_epoch(ctx, record):
+        epochs.append((record.val_loss, record.lr, {k: v.clone() for k, v in ctx.model.state_dict().items()}))
+
+    def recording(self, approach, ctx, train, val):
+        start = len(epochs)
+        report = real(self, approach, ctx, train, val)
+        if approach.balanced:
+            left.append((epochs[start:], {k: v.clone() for k, v in ctx.model.state_dict().items()}))
+        return report
+
+    # a set where the new task's CE gets worse during the balanced stage, as on the ordering preset's
+    cfg = CFG | {"data.dataset": "synthetic:classes=20,channels=1,size=8,train=40", "data.num_tasks": 2,
+                 "train.nepochs": 12, "memory.num_exemplars": 20, "eeil.nepochs_finetuning": 5,
+                 "train.lr_patience": 1} | over
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Trainer, "fit", recording)
+        list(run(ExperimentConfig.from_dict(cfg), after_epoch=after_epoch))
+    assert len(left) == 1
+    return left[0]
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_balanced_stage_runs_every_epoch_and_keeps_the_last_and_facils_selection_its_best():
+    """The paper's fixed schedule by default; FACIL's (lr decay on a plateau of the new task's CE, the
+    best epoch restored) with eeil.balanced_model_selection, which keeps an earlier, less balanced model."""
+    epochs, kept = _balanced_stage()
+    assert len(epochs) == 5 and len({lr for _, lr, _ in epochs}) == 1
+    assert _same(kept, epochs[-1][2])
+
+    facil_epochs, facil_kept = _balanced_stage(**{"eeil.balanced_model_selection": True})
+    losses = [loss for loss, _, _ in facil_epochs]
+    assert losses[0] == epochs[0][0]  # the same first epoch: only the schedule differs
+    assert len({lr for _, lr, _ in facil_epochs}) > 1  # a plateau decayed the lr and reloaded the best model
+    assert _same(facil_kept, facil_epochs[losses.index(min(losses))][2])
+    assert not _same(facil_kept, kept)

@@ -180,6 +180,12 @@ class Approach:
             return [*ctx.model.backbone.parameters(), *ctx.model.heads[ctx.t].parameters()]
         return ctx.model.parameters()
 
+    def selects_best_epoch(self, ctx: TaskContext) -> bool:
+        """FACIL's schedule: the validation loss decays the lr on a plateau (reloading the best epoch's
+        model) and the best epoch's model is kept. False: every epoch at the stage's lr, the last kept
+        (a stage whose validation loss would undo it, e.g. EEIL's balanced fine-tuning)."""
+        return True
+
     def set_train_mode(self, ctx: TaskContext) -> None:
         """Called at the start of every training epoch."""
         ctx.model.train()

@@ -1,20 +1,25 @@
 """End-to-End Incremental Learning (Castro et al., ECCV 2018) with FACIL's loss.
 
-Task t > 0 trains in two stages, both with FACIL's schedule in the shared trainer:
+Task t > 0 trains in two stages in the shared trainer:
 
-1. all of task t's training data plus the exemplars, ``CE(all heads) + eeil.lamb * kd``;
+1. all of task t's training data plus the exemplars, ``CE(all heads) + eeil.lamb * kd``, on FACIL's
+   schedule (lr decay on a validation plateau, the best epoch kept);
 2. balanced fine-tuning: ``eeil.nepochs_finetuning`` epochs at ``train.lr * eeil.lr_finetuning_factor``
    (no warm-up) on a class-balanced set: every old class's exemplars and as many random samples of each
    new class (chosen by herding with ``eeil.balanced_herding``, the paper's choice), ``m`` per class
-   (``m`` = the fewest exemplars any old class has). The new classes are distilled
-   too, from the model as stage 1 left it (the paper's temporary distillation loss).
+   (``m`` = the fewest exemplars any old class has). The new classes are distilled too, from the model
+   as stage 1 left it (the paper's temporary distillation loss). The stage runs all its epochs at that
+   lr and keeps the last, as the paper's fixed schedule does; ``eeil.balanced_model_selection: true``
+   gives FACIL's plateau decay and best-epoch restore, which judge the stage by the new task's
+   cross-entropy and so keep its first, least balanced epoch (docs/fidelity.md has the measurement).
 
 ``kd`` sums, over the distilled heads, FACIL's ``BCE(softmax(z/T), softmax(z_teacher/T))`` (mean over
 samples and classes); the old heads' teacher is the model after task t - 1. The validation loss is the
 cross-entropy alone, as in FACIL. The data augmentation is the data set's own (FACIL's EEIL adds none:
 the paper's brightness/contrast augmentation is not in it).
 
-``eeil.facil_finetuning: true`` reproduces FACIL's stages, which differ in three ways: stage 1 distils
+``eeil.facil_finetuning: true`` reproduces FACIL's stages (with ``eeil.balanced_model_selection: true``,
+FACIL's schedule too), which differ in three ways: stage 1 distils
 heads 0..t-2 only (an off-by-one: nothing at t = 1), stage 2 distils the old heads but not the new ones,
 and its "balanced" set is the exemplars plus as many random new-task samples as there are exemplars in
 total (balanced only when old and new tasks have as many classes).
@@ -179,6 +184,11 @@ class EEIL(Approach):
         p = self.params(ctx)
         terms["kd"] = torch.stack([softmax_bce(a, b, p.T) for a, b in pairs]).sum()
         return Loss(ce + p.lamb * terms["kd"], terms)
+
+    def selects_best_epoch(self, ctx: TaskContext) -> bool:
+        """The balanced stage is judged by the new task's cross-entropy, a loss that prefers the
+        new-class bias the stage removes: FACIL's selection there keeps its first epoch."""
+        return not self.balanced or self.params(ctx).balanced_model_selection
 
     def validation_loss(self, ctx: TaskContext, step: Step) -> Tensor:
         return self.prediction_loss(ctx, step)

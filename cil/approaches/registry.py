@@ -205,6 +205,10 @@ class EeilSection:
     balanced_herding: bool = False
     """Pick the ``m`` samples of each new class in the balanced set by herding on the features of the
     model stage 1 left, as the paper does (false: at random, as FACIL; ignored with ``facil_finetuning``)."""
+    balanced_model_selection: bool = False
+    """FACIL's model selection in the balanced stage too: lr decay on a plateau of the validation loss (the new task's
+    cross-entropy over all heads) and the best epoch kept, which keeps the stage's first, least balanced epoch. False
+    (the paper's): `nepochs_finetuning` epochs at the stage's lr, the last kept."""
 
 
 @dataclass
