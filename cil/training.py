@@ -277,7 +277,8 @@ class Trainer:
                  tasks: list[int] | None = None) -> tuple[list[float], list[float]]:
         """Task-aware and task-agnostic accuracy on each given task's test set from the approach's
         evaluation scores (its first score set when it returns several); ``train.multi_softmax``
-        applies to the task-agnostic one. ``tasks`` names the task of each set (default 0, 1, ...)."""
+        applies to the task-agnostic one where the approach's ``multi_softmax_applies`` says so.
+        ``tasks`` names the task of each set (default 0, 1, ...)."""
         return next(iter(self.evaluate_named(approach, ctx, tests, tasks).values()))
 
     @torch.inference_mode()
@@ -299,10 +300,11 @@ class Trainer:
                 scores = approach.eval_scores(ctx, step)
                 for name, s in (scores.items() if isinstance(scores, dict) else [("", scores)]):
                     taw_scores, tag_scores = s if isinstance(s, tuple) else (s, s)
-                    taw, tag = task_accuracies([v.float() for v in taw_scores], yb, offsets, u, multi_softmax=multi)
+                    soft = multi and approach.multi_softmax_applies(name)
+                    taw, tag = task_accuracies([v.float() for v in taw_scores], yb, offsets, u, multi_softmax=soft)
                     if tag_scores is not taw_scores:
                         tag = task_accuracies([v.float() for v in tag_scores], yb, offsets, u,
-                                              multi_softmax=multi)[1]
+                                              multi_softmax=soft)[1]
                     pair = torch.stack([taw, tag])
                     hits[name] = hits[name] + pair if name in hits else pair
             counts.append(hits)

@@ -103,6 +103,33 @@ def test_multi_softmax_reaches_the_evaluation(plain):
             assert tag_m[u] == pytest.approx((pred == y).float().mean().item())
 
 
+@pytest.mark.parametrize("approach", ["icarl", "il2m"])
+def test_multi_softmax_follows_facil_for_icarl_and_il2m(approach):
+    """FACIL's iCaRL classifies by the nearest mean whatever --multi-softmax says; FACIL's IL2M takes
+    each head's log-softmax first, then rectifies. Both approaches' plain-heads columns get the flag."""
+    from cil.approaches.il2m import rectify
+
+    run = _train_two_tasks(approach=approach, **{"memory.num_exemplars": 40})
+    exp, ctx = run["exp"], run["ctx"]
+    tests = [exp.scenario.task_split(u, "test") for u in range(2)]
+    multi = ctx.with_cfg(ctx.cfg.replace(**{"train.multi_softmax": True}))
+    plain = exp.trainer.evaluate_named(exp.approach, ctx, tests)
+    soft = exp.trainer.evaluate_named(exp.approach, multi, tests)
+    own = "nme" if approach == "icarl" else "il2m"
+    exp.model.eval()
+    with torch.inference_mode():
+        for u, (x, y) in enumerate(tests):
+            heads = [h.float() for h in exp.model(exp.trainer.inputs(x))]
+            logsm = torch.cat([torch.log_softmax(h, dim=1) for h in heads], dim=1)
+            assert soft["heads"][1][u] == pytest.approx((logsm.argmax(dim=1) == y).float().mean().item())
+            if approach == "il2m":
+                factors = exp.approach.factors(list(exp.model.task_cls))
+                pred = rectify(logsm, factors).argmax(dim=1)
+                assert soft[own][1][u] == pytest.approx((pred == y).float().mean().item())
+    if approach == "icarl":
+        assert soft[own] == plain[own]  # the nearest-mean scores are left alone
+
+
 def test_stop_at_task_yields_the_first_k_tasks_and_a_later_run_continues():
     cfg = ExperimentConfig.from_dict(FAST | {"data.num_tasks": 3, "train.nepochs": 1, "run.stop_at_task": 2})
     results = list(run(cfg))

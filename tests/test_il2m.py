@@ -25,7 +25,7 @@ def test_rectification_changes_old_class_scores_only_as_the_formula_says():
     factors = torch.tensor([0.25, 0.5, 0.75, 0.125])
     logits = [torch.tensor([[5.0, 1.0], [1.0, 2.0], [2.0, -1.0]]), torch.tensor([[0.5, 0.0], [4.0, 3.0], [1.0, 1.0]]),
               torch.tensor([[1.0, 2.0], [1.0, 4.5], [3.0, 0.0]])]
-    ctx = SimpleNamespace(model=SimpleNamespace(task_cls=[2, 2, 2]))
+    ctx = SimpleNamespace(model=SimpleNamespace(task_cls=[2, 2, 2]), cfg=approach.cfg)
     scores = approach.eval_scores(ctx, Step(torch.zeros(3), torch.zeros(3, dtype=torch.long), logits,
                                             torch.zeros(3, 4)))
     taw, tag = scores["il2m"]
@@ -37,7 +37,7 @@ def test_rectification_changes_old_class_scores_only_as_the_formula_says():
     assert rect.argmax(1).tolist() == [0, 5, 4]  # row 2: 2*.25 = .5 < 3 keeps the new class 4
     # after task 0 there is nothing to rectify
     first = logits[:1]
-    single = approach.eval_scores(SimpleNamespace(model=SimpleNamespace(task_cls=[2])),
+    single = approach.eval_scores(SimpleNamespace(model=SimpleNamespace(task_cls=[2]), cfg=approach.cfg),
                                   Step(torch.zeros(3), torch.zeros(3), first, torch.zeros(3, 4)))
     assert single["il2m"] is first
 

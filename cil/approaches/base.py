@@ -257,6 +257,13 @@ class Approach:
         """
         return step.logits
 
+    def multi_softmax_applies(self, name: str) -> bool:
+        """Whether ``train.multi_softmax`` (a log-softmax per head before the task-agnostic argmax) is
+        applied by the evaluation to the score set ``name`` of ``eval_scores``. An approach whose own
+        scores are not logits (iCaRL's distances), or that applies the flag itself at its own place in
+        the pipeline (IL2M, before its rectification), says no for that set, as in FACIL."""
+        return True
+
     # ---- resumable state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything the approach keeps across tasks outside the model (tensors, numbers, strings,

@@ -98,6 +98,11 @@ class ICaRL(Approach):
         nme = step.logits if self.means is None else nme_scores(step.features, self.means, ctx.model.task_cls)
         return {"nme": nme, "heads": step.logits}
 
+    def multi_softmax_applies(self, name: str) -> bool:
+        """FACIL's iCaRL classifies by the nearest mean whatever ``--multi-softmax`` says; the plain heads'
+        extra columns get it."""
+        return name != "nme"
+
     def state_dict(self) -> dict[str, Any]:
         return {"means": torch.empty(0) if self.means is None else self.means.detach().cpu().clone()}
 

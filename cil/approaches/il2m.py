@@ -91,8 +91,15 @@ class IL2M(Approach):
         key = (tuple(task_cls), step.logits[0].device)
         if self._factors is None or self._factors[0] != key:  # once per evaluation, not per batch
             self._factors = (key, self.factors(task_cls).to(key[1], torch.float32))
-        rectified = rectify(torch.cat(step.logits, dim=1).float(), self._factors[1])
+        scores = [z.float() for z in step.logits]
+        if ctx.cfg.train.multi_softmax:  # FACIL: each head's log-softmax first, then the rectification
+            scores = [torch.log_softmax(z, dim=1) for z in scores]
+        rectified = rectify(torch.cat(scores, dim=1), self._factors[1])
         return {"il2m": (step.logits, list(rectified.split(task_cls, dim=1))), "heads": step.logits}
+
+    def multi_softmax_applies(self, name: str) -> bool:
+        """IL2M applies ``train.multi_softmax`` itself, before its rectification (FACIL's order)."""
+        return name != "il2m"
 
     def state_dict(self) -> dict[str, Any]:
         return {"init_means": self.init_means.clone(), "current_means": self.current_means.clone(),
