@@ -242,6 +242,9 @@ class GridSearchConfig:
     """Knob values tried at most."""
     nepochs: int | None = None
     """Epochs of each candidate training (null: `train.nepochs`, as FACIL)."""
+    facil_warmup_lr: bool = False
+    """FACIL's warm-up lr: `train.lr * train.warmup_lr_factor` with the configured `train.lr`, whatever lr the search
+    chose (FACIL never updates its warm-up lr); false: the chosen lr times the factor."""
 
 
 @dataclass

@@ -163,6 +163,8 @@ class GridSearch:
 
     def _values(self, lr: float, knob_value: float | None) -> dict[str, Any]:
         values: dict[str, Any] = {"train.lr": lr}
+        if self.g.facil_warmup_lr and lr != self.cfg.train.lr:  # the warm-up keeps the configured lr
+            values["train.warmup_lr_factor"] = self.cfg.train.warmup_lr_factor * self.cfg.train.lr / lr
         if self.knob is not None and knob_value is not None:
             values[self.knob] = knob_value
         return values

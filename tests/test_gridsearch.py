@@ -181,6 +181,19 @@ def test_each_knob_reaches_the_loss_through_the_tasks_config(name):
     assert loss(ctx.with_cfg(cfg.replace(**{key: 2 * value + 1}))) != pytest.approx(loss(ctx), rel=1e-6)
 
 
+@pytest.mark.parametrize("facil", [False, True])
+def test_the_warm_up_lr_follows_the_chosen_lr_or_facils_configured_one(facil):
+    from cil.gridsearch import GridSearch
+
+    cfg = ExperimentConfig.from_dict(SMALL | {"data.num_tasks": 5, "train.gridsearch_tasks": 1, "train.lr": 0.07,
+                                              "train.warmup_lr_factor": 0.5, "gridsearch.facil_warmup_lr": facil})
+    exp = Experiment(cfg)
+    ctx, report = GridSearch(cfg).run_task(exp, exp.begin_task(0))
+    assert ctx.cfg.train.lr == report.lr != 0.07
+    warmup = ctx.cfg.train.lr * ctx.cfg.train.warmup_lr_factor
+    assert warmup == pytest.approx(0.07 * 0.5 if facil else report.lr * 0.5, rel=1e-12)
+
+
 def test_finetuning_twin_drops_the_approachs_keys_and_the_exemplars():
     cfg = ExperimentConfig.from_dict({"approach": "lucir", "memory.num_exemplars": 20, "lucir.lamb": 3})
     ft = finetuning_config(cfg, **{"train.lr": 0.01})

@@ -112,3 +112,14 @@ def test_paper_presets_are_lwf_s_loss_weights():
         assert lwm["T"] == 2.0 and "lamb" not in lwm and SPECS["lwm" + suffix].section == "lwm"
     with pytest.raises(ConfigError, match="lwm.beta"):
         ExperimentConfig.from_dict(CFG | {"loss.lamb": 2.0})
+
+
+@pytest.mark.parametrize("facil", [False, True])
+def test_fix_bn_holds_for_lwm_unless_facils_train_mode_undoes_it(facil):
+    """train.fix_bn freezes BatchNorm's statistics after task 0; FACIL's LwM calls model.train() after
+    each Grad-CAM pass, so there they train again (lwm.facil_fix_bn)."""
+    exp = Experiment(ExperimentConfig.from_dict(CFG | {"train.fix_bn": True, "lwm.facil_fix_bn": facil}))
+    exp.train_task(exp.begin_task(0))
+    before = exp.model.backbone.bns[0].running_mean.clone()
+    exp.train_task(exp.begin_task(1))
+    assert torch.equal(exp.model.backbone.bns[0].running_mean, before) != facil

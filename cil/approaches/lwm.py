@@ -201,6 +201,7 @@ class LwM(LwF):
         (grad,) = torch.autograd.grad(score, act.value, create_graph=train)
         cam = grad_cam(act.value, grad)
         if train:  # the loss terms other than attention come from a training-mode pass
+            self._facil_train_mode(ctx)
             logits, features = ctx.model(x, return_features=True)
         else:
             logits, features, cam = [z.detach() for z in logits], features.detach(), cam.detach()
@@ -223,10 +224,17 @@ class LwM(LwF):
         old_map, old_logits, old_features = self._facil_cam(ctx.old_model, x)
         cam, logits, features = self._facil_cam(ctx.model, x)
         if phase == "train":  # FACIL: the maps from an eval-mode pass, the loss from a training pass
+            self._facil_train_mode(ctx)
             logits, features = ctx.model(x, return_features=True)
         step = Step(x, y, logits, features, old_logits, old_features)
         step.extras["attention"] = (cam, old_map)
         return step
+
+    def _facil_train_mode(self, ctx: TaskContext) -> None:
+        """With ``lwm.facil_fix_bn``, FACIL's ``model.train()`` after the Grad-CAM pass (BatchNorm trains
+        again, whatever ``train.fix_bn`` froze)."""
+        if self.params(ctx).facil_fix_bn:
+            ctx.model.train()
 
     # ---- loss ---------------------------------------------------------------------------------------
     def loss(self, ctx: TaskContext, step: Step) -> Loss:

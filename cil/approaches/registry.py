@@ -180,6 +180,9 @@ class LwmSection:
     facil_attention: bool = False
     """Reproduce FACIL's attention term: maps from detached hooks (no gradient), each model's own top class over all
     its heads, a score averaged over the batch-by-batch block of those classes, unnormalised maps."""
+    facil_fix_bn: bool = False
+    """FACIL's LwM puts the model back in training mode after each batch's Grad-CAM pass, which undoes
+    `train.fix_bn` after task 0; true does the same (false: `train.fix_bn` holds for LwM too)."""
 
 
 @dataclass
