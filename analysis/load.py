@@ -8,6 +8,7 @@ accuracies are fractions, and every row says whether its trial finished (``compl
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -47,7 +48,9 @@ def load(path: PathLike, filesystem: pafs.FileSystem | None = None) -> pd.DataFr
     _check_task_values(df, codes, first, files, file_of_row)
     df, codes, first = drop_duplicates(df, codes, first, ROW_KEYS[TASK_RESULTS], TASK_RESULTS)
     num_tasks = df["num_tasks"].to_numpy(dtype=np.int64)
-    df["complete"] = complete_trials(codes, first, num_tasks)[codes]
+    with warnings.catch_warnings():  # the blocks are split on purpose (_read): no consolidating copy here
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        df["complete"] = complete_trials(codes, first, num_tasks)[codes]
     return df
 
 
