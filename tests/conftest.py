@@ -32,8 +32,10 @@ def s3():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     try:
-        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                     aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=drivers.BUCKET)
+        c = drivers.CREDENTIALS
+        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name=c["AWS_DEFAULT_REGION"],
+                     aws_access_key_id=c["AWS_ACCESS_KEY_ID"], aws_secret_access_key=c["AWS_SECRET_ACCESS_KEY"]
+                     ).create_bucket(Bucket=drivers.BUCKET)
         yield f"127.0.0.1:{port}"
     finally:
         server.stop()

@@ -62,7 +62,6 @@ def kill_group(driver: subprocess.Popen) -> None:
     driver.wait()
 
 
-
 BUCKET = "sweeps"  # the bucket of the tests' moto server (conftest.py's ``s3`` fixture)
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -71,8 +70,8 @@ def s3_fs(endpoint: str):
     """The moto server's S3 as the tests' own client sees it (not through the sweep's code)."""
     import pyarrow.fs as pafs
 
-    return pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key="testing",
-                             secret_key="testing", region="us-east-1")
+    return pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                             secret_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"], region=CREDENTIALS["AWS_DEFAULT_REGION"])
 
 
 def free_port() -> int:

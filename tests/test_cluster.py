@@ -125,42 +125,15 @@ def test_a_sweep_on_the_cluster_equals_one_local_node(cluster, reference, tmp_pa
     pd.testing.assert_frame_equal(deterministic(results), reference)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("replacement", [True, False], ids=["replaced", "not-replaced"])
-def test_a_preempted_worker_node_loses_nothing(cluster, reference, tmp_path, replacement) -> None:
-    """(b) a worker node SIGKILLed mid-sweep, a new node joining later; (c) none joining: the remaining
-    node finishes every trial. With failure.max_failures 0 the preempted trial must not count it."""
+def _preempt_mid_sweep(cluster, reference, tmp_path, storage: str, results: str, fs: pafs.FileSystem,
+                       replacement: bool, **env: str) -> None:
+    """A sweep with failure.max_failures 0 on ``storage``; once both trials wrote task 0 (seen in
+    ``results`` through ``fs``), a worker node SIGKILLed and, with ``replacement``, a new one added.
+    The preempted trial must not count it: exit 0, every row once, the rows of one local node."""
     cluster.heal()
-    storage, log = tmp_path / "runs", tmp_path / "driver.log"
-    driver = drivers.start(log, _spec(tmp_path, failure={"max_failures": 0}), "--storage", str(storage),
-                           "--name", "b", "--address", cluster.address)
-    results = storage / "b" / "results"
-    try:
-        drivers.wait_for(lambda: len(list((results / "task_results").glob("*_t000.parquet"))) == 2, driver, log,
-                         timeout=400)
-        cluster.preempt(cluster.workers[0])
-        if replacement:
-            cluster.heal()
-        assert driver.wait(timeout=900) == 0, log.read_text()[-4000:]
-    finally:
-        drivers.kill_group(driver)
-    assert "2 trials, 2 finished, 0 errored" in log.read_text()
-    df = assert_complete(results, trials=2)
-    assert not df.duplicated(KEY).any()
-    pd.testing.assert_frame_equal(deterministic(results), reference)
-    cluster.heal()
-
-
-@pytest.mark.slow
-def test_a_preempted_worker_node_loses_nothing_on_s3(cluster, reference, s3, tmp_path) -> None:
-    """(b) with the sweep's storage on S3: rows, checkpoints and Tune's state go to the bucket from
-    every node; the preempted trial restores its checkpoint from S3 on the replacement node."""
-    cluster.heal()
-    fs, log = s3_fs(s3), tmp_path / "driver.log"
-    driver = drivers.start(log, _spec(tmp_path, failure={"max_failures": 0}), "--storage",
-                           f"s3://{BUCKET}/cluster?endpoint_override={s3}&scheme=http", "--name", "b",
-                           "--address", cluster.address, **CREDENTIALS)
-    results = f"{BUCKET}/cluster/b/results"
+    log = tmp_path / "driver.log"
+    driver = drivers.start(log, _spec(tmp_path, failure={"max_failures": 0}), "--storage", storage,
+                           "--name", "b", "--address", cluster.address, **env)
 
     def first_tasks() -> int:
         listing = fs.get_file_info(pafs.FileSelector(f"{results}/task_results", allow_not_found=True))
@@ -169,13 +142,34 @@ def test_a_preempted_worker_node_loses_nothing_on_s3(cluster, reference, s3, tmp
     try:
         drivers.wait_for(lambda: first_tasks() == 2, driver, log, timeout=400)
         cluster.preempt(cluster.workers[0])
-        cluster.heal()
+        if replacement:
+            cluster.heal()
         assert driver.wait(timeout=900) == 0, log.read_text()[-4000:]
     finally:
         drivers.kill_group(driver)
     assert "2 trials, 2 finished, 0 errored" in log.read_text()
-    assert_complete(results, trials=2, filesystem=fs)
+    df = assert_complete(results, trials=2, filesystem=fs)
+    assert not df.duplicated(KEY).any()
     pd.testing.assert_frame_equal(deterministic(results, fs), reference)
+    cluster.heal()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("replacement", [True, False], ids=["replaced", "not-replaced"])
+def test_a_preempted_worker_node_loses_nothing(cluster, reference, tmp_path, replacement) -> None:
+    """(b) a worker node SIGKILLed mid-sweep, a new node joining later; (c) none joining: the remaining
+    node finishes every trial."""
+    storage = tmp_path / "runs"
+    _preempt_mid_sweep(cluster, reference, tmp_path, str(storage), str(storage / "b" / "results"),
+                       pafs.LocalFileSystem(), replacement)
+
+
+@pytest.mark.slow
+def test_a_preempted_worker_node_loses_nothing_on_s3(cluster, reference, s3, tmp_path) -> None:
+    """(b) with the sweep's storage on S3: rows, checkpoints and Tune's state go to the bucket from
+    every node; the preempted trial restores its checkpoint from S3 on the replacement node."""
+    _preempt_mid_sweep(cluster, reference, tmp_path, f"s3://{BUCKET}/cluster?endpoint_override={s3}&scheme=http",
+                       f"{BUCKET}/cluster/b/results", s3_fs(s3), True, **CREDENTIALS)
 
 
 @pytest.mark.slow
