@@ -1,5 +1,6 @@
-"""How a trial process uses its device: the loud CUDA check, the numerics switches, the record of what
-ran, and CUDA out-of-memory as a permanent error (docs/gpu.md).
+"""How a trial process uses its device: which device a config's ``run.device`` names here, the loud CUDA
+check, the numerics switches, the record of what ran, and CUDA out-of-memory as a permanent error
+(docs/gpu.md).
 
 Every trial process (``python -m cil``, a Ray trial, ``cil.run`` called directly) goes through
 :func:`apply_numerics` when its experiment is built, so cuDNN's flags, deterministic algorithms and TF32
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from cil.errors import PermanentError
+from cil.errors import ConfigError, PermanentError
 
 #: cuBLAS's workspace setting for reproducible matmuls (torch refuses deterministic CUDA matmuls without
 #: it); read when cuBLAS starts, so it is set before the process's first CUDA work
@@ -44,6 +45,21 @@ class CudaOutOfMemoryError(PermanentError):
 
 class PrecisionError(PermanentError):
     """A precision the device cannot run as asked (bf16 autocast on a GPU without bf16 units)."""
+
+
+def resolve_device(requested: str) -> str:
+    """The device a config's ``run.device`` names on this machine: ``auto`` is CUDA when there is one. A
+    CUDA device that this machine does not have is a ConfigError (checked here, at run time: a sweep may
+    be validated elsewhere)."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(requested.partition(":")[2] or 0)
+        if index >= count:
+            raise ConfigError(f"run.device = {requested!r} is not available: this machine has "
+                              f"{count} CUDA device(s); use auto, cpu" + (", cuda:0.." if count else ""))
+    return requested
 
 
 def set_cublas_workspace() -> None:

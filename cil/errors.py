@@ -22,3 +22,8 @@ class DivergedError(PermanentError):
 
     def __reduce__(self):  # picklable across Ray processes with its fields
         return (type(self), (self.task, self.epoch, self.term, self.value))
+
+
+class ConfigError(ValueError):
+    """A bad experiment config: the message names every bad key, its value and what is valid (re-exported
+    by ``cil.config``; here so that modules below the config, such as ``cil.device``, can raise it)."""

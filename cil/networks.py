@@ -1,8 +1,9 @@
 """Feature extractors and the multi-head incremental network (FACIL's ``LLL_Net`` semantics).
 
 A backbone maps images ``[N, C, H, W]`` to features ``[N, D]``; :class:`IncrementalNet` puts one linear
-head per task on top of it. Backbones are looked up by name in :data:`BACKBONES`, so a network is
-data in the experiment config (``model.network``).
+head per task on top of it. Backbones are looked up by name (:func:`make_backbone`), so a network is
+data in the experiment config (``model.network``): the names, and the class each builds, are rows of the
+torch-free catalog :data:`cil.catalog.NETWORKS`; every backbone is built as ``Class(in_channels, image_size)``.
 
 Every backbone exposes a ``last_relu`` attribute (default ``True``): LUCIR removes the ReLU after
 the last block so features can be negative (FACIL swaps in a ``BasicBlockNoRelu``; here it is a
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 import torchvision
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from cil.catalog import NETWORK_NAMES, NETWORKS
 
 __all__ = ["BACKBONES", "ConvNet", "CosineLinear", "IncrementalNet", "ResNet18", "ResNet32", "make_backbone",
            "make_net"]
@@ -77,7 +80,9 @@ class ResNet32(nn.Module):
 
     out_dim = 64
 
-    def __init__(self, in_channels: int = 3, blocks_per_stage: int = 5) -> None:
+    def __init__(self, in_channels: int = 3, image_size: int = 32, blocks_per_stage: int = 5) -> None:
+        """``image_size`` is part of every backbone's signature (the catalog builds all alike); global
+        pooling makes this one independent of it."""
         super().__init__()
         self.conv1 = _conv3x3(in_channels, 16)
         self.bn1 = nn.BatchNorm2d(16)
@@ -204,23 +209,17 @@ class ConvNet(nn.Module):
 # Registry
 # ---------------------------------------------------------------------------------------------------
 
-BackboneFactory = Callable[[int, int], nn.Module]
-
-#: name -> factory(in_channels, image_size); every module it builds has ``out_dim`` and ``last_relu``.
-BACKBONES: dict[str, BackboneFactory] = {
-    "resnet32": lambda in_channels, image_size: ResNet32(in_channels),
-    "resnet18": lambda in_channels, image_size: ResNet18(in_channels, image_size),
-    "convnet": lambda in_channels, image_size: ConvNet(in_channels, image_size),
-}
+#: the backbone names (rows of cil.catalog.NETWORKS); every module built has ``out_dim`` and ``last_relu``
+BACKBONES = NETWORK_NAMES
 
 
 def make_backbone(name: str, in_channels: int, image_size: int) -> tuple[nn.Module, int]:
     """Build the feature extractor called ``name``; returns ``(module, feature_dim)``."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown network {name!r}; valid names: {', '.join(sorted(BACKBONES))}")
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}; valid names: {', '.join(sorted(NETWORK_NAMES))}")
     if in_channels < 1 or image_size < 1:
         raise ValueError(f"in_channels and image_size must be positive, got {in_channels} and {image_size}")
-    module = BACKBONES[name](in_channels, image_size)
+    module = NETWORKS[name].build()(in_channels, image_size)
     return module, int(module.out_dim)
 
 

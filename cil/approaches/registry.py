@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-LOSS_WEIGHT_NAMES = ("w_joint", "w_task", "w_bce_kd", "w_bce_pred")
-
+from cil.approaches.family import LOSS_WEIGHT_NAMES, Family
 
 # ---- config sections (FACIL's names and defaults) ----------------------------------------------------
 
@@ -271,19 +270,8 @@ class ApproachSpec:
     stability: Stability | None = None
 
 
-def _weights(w_joint: float, w_task: float, w_bce_kd: float, w_bce_pred: float) -> dict[str, float]:
-    return {"w_joint": w_joint, "w_task": w_task, "w_bce_kd": w_bce_kd, "w_bce_pred": w_bce_pred}
-
-
 # Baselines record zero loss weights (they distil nothing) and LwF's T.
-_NO_DISTILLATION = {"lamb": 0.0, "T": 2.0, **_weights(0, 0, 0, 0)}
-# FACIL's LwF: lamb 1, T 2; the paper's variants differ in the loss weights only.
-_LWF = {"lamb": 1.0, "T": 2.0}
-# LUCIR's distillation weight is lucir.lamb (adaptive per task); the paper's task-wise term on LUCIR
-# is KD at T = 1 weighted 0.1 (its lucir-sr), so 0.1 is LUCIR's unit of w_task.
-_LUCIR = {"T": 1.0}
-# LwM's distillation weight is lwm.beta; its KD runs at T = 2 as FACIL's (softmax^(1/2) renormalised).
-_LWM = {"T": 2.0}
+_NO_DISTILLATION = {"lamb": 0.0, "T": 2.0, **dict.fromkeys(LOSS_WEIGHT_NAMES, 0)}
 # FACIL's grid search starts LwF's lamb and LUCIR's at 10 (its gridsearch_config.py names LUCIR's
 # "lamda_base", an attribute LUCIR never reads; here the knob is the weight LUCIR uses).
 _LWF_KNOB = Stability("loss.lamb", 10.0)
@@ -297,6 +285,25 @@ _PATH_INTEGRAL_KNOB = Stability("path_integral.lamb", 10.0)
 _R_WALK_KNOB = Stability("r_walk.lamb", 20.0)
 _ICARL_KNOB = Stability("icarl.lamb", 4.0)
 
+# The loss family's approaches: each name and its five paper variants (cil.approaches.family.VARIANTS).
+# FACIL's LwF: lamb 1, T 2. LwM's distillation weight is lwm.beta; its KD runs at T = 2 as FACIL's
+# (softmax^(1/2) renormalised). LUCIR's distillation weight is lucir.lamb (adaptive per task), its
+# task-wise KD at T = 1.
+FAMILIES = {
+    "lwf": Family("lwf", "cil.approaches.lwf:LwF", {"lamb": 1.0, "T": 2.0}, "kd", "joint KD", "FACIL's LwF"),
+    "lwm": Family("lwm", "cil.approaches.lwm:LwM", {"T": 2.0}, "kd", "joint KD",
+                  "LwF's KD + Grad-CAM attention distillation", section="lwm", extra=" + attention"),
+    "lucir": Family("lucir", "cil.approaches.lucir:LUCIR", {"T": 1.0}, "lucir", "less-forget", "FACIL's LUCIR",
+                    section="lucir"),
+}
+_KNOBS = {"lwf": _LWF_KNOB, "lwm": _LWM_KNOB, "lucir": _LUCIR_KNOB}
+
+
+def _family(name: str) -> list[ApproachSpec]:
+    f = FAMILIES[name]
+    return [ApproachSpec(n, f.impl, loss, f.section, doc=doc, stability=_KNOBS[name]) for n, loss, doc in f.presets()]
+
+
 _SPECS = [
     ApproachSpec("finetuning", "cil.approaches.finetuning:Finetuning", _NO_DISTILLATION,
                  doc="lower bound: the new task with cross-entropy"),
@@ -304,45 +311,13 @@ _SPECS = [
                  doc="backbone frozen after task 0, new heads only"),
     ApproachSpec("joint", "cil.approaches.joint:Joint", _NO_DISTILLATION,
                  doc="upper bound: all data seen so far"),
-    ApproachSpec("lwf", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 0, 0), doc="FACIL's LwF", stability=_LWF_KNOB),
-    ApproachSpec("lwf-s", "cil.approaches.lwf:LwF", _LWF | _weights(0, 1, 0, 0), doc="task-wise KD",
-                 stability=_LWF_KNOB),
-    ApproachSpec("lwf-sr", "cil.approaches.lwf:LwF", _LWF | _weights(0.5, 1, 0, 0), doc="joint + task-wise KD",
-                 stability=_LWF_KNOB),
-    ApproachSpec("lwf-br", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 0), doc="KD + BCE-KD",
-                 stability=_LWF_KNOB),
-    ApproachSpec("lwf-br2", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 1), doc="KD + BCE-KD + BCE-pred",
-                 stability=_LWF_KNOB),
-    ApproachSpec("lwf-bsr", "cil.approaches.lwf:LwF", _LWF | _weights(1, 1, 0.5, 0), doc="KD + task-wise + BCE-KD",
-                 stability=_LWF_KNOB),
-    ApproachSpec("lwm", "cil.approaches.lwm:LwM", _LWM | _weights(1, 0, 0, 0), "lwm",
-                 doc="LwF's KD + Grad-CAM attention distillation", stability=_LWM_KNOB),
-    ApproachSpec("lwm-s", "cil.approaches.lwm:LwM", _LWM | _weights(0, 1, 0, 0), "lwm",
-                 doc="task-wise KD + attention", stability=_LWM_KNOB),
-    ApproachSpec("lwm-sr", "cil.approaches.lwm:LwM", _LWM | _weights(0.5, 1, 0, 0), "lwm",
-                 doc="joint + task-wise KD + attention", stability=_LWM_KNOB),
-    ApproachSpec("lwm-br", "cil.approaches.lwm:LwM", _LWM | _weights(1, 0, 1, 0), "lwm",
-                 doc="KD + BCE-KD + attention", stability=_LWM_KNOB),
-    ApproachSpec("lwm-br2", "cil.approaches.lwm:LwM", _LWM | _weights(1, 0, 1, 1), "lwm",
-                 doc="KD + BCE-KD + BCE-pred + attention", stability=_LWM_KNOB),
-    ApproachSpec("lwm-bsr", "cil.approaches.lwm:LwM", _LWM | _weights(1, 1, 0.5, 0), "lwm",
-                 doc="KD + task-wise + BCE-KD + attention", stability=_LWM_KNOB),
+    *_family("lwf"),
+    *_family("lwm"),
     ApproachSpec("eeil", "cil.approaches.eeil:EEIL", {}, "eeil",
                  doc="distillation, then class-balanced fine-tuning", stability=_EEIL_KNOB),
     ApproachSpec("dmc", "cil.approaches.dmc:DMC", {}, "dmc",
                  doc="a new-task model, then double distillation on auxiliary data"),
-    ApproachSpec("lucir", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 0, 0), "lucir",
-                 doc="FACIL's LUCIR", stability=_LUCIR_KNOB),
-    ApproachSpec("lucir-s", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(0, 0.1, 0, 0), "lucir",
-                 doc="task-wise KD instead of less-forget", stability=_LUCIR_KNOB),
-    ApproachSpec("lucir-sr", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0.1, 0, 0), "lucir",
-                 doc="less-forget + task-wise KD (the paper's lucir-sr)", stability=_LUCIR_KNOB),
-    ApproachSpec("lucir-br", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 1, 0), "lucir",
-                 doc="less-forget + BCE-KD", stability=_LUCIR_KNOB),
-    ApproachSpec("lucir-br2", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 1, 1), "lucir",
-                 doc="less-forget + BCE-KD + BCE-pred over all heads", stability=_LUCIR_KNOB),
-    ApproachSpec("lucir-bsr", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0.1, 1, 0), "lucir",
-                 doc="less-forget + task-wise KD + BCE-KD", stability=_LUCIR_KNOB),
+    *_family("lucir"),
     ApproachSpec("ewc", "cil.approaches.ewc:EWC", {}, "ewc",
                  doc="Fisher-weighted quadratic penalty on the backbone", stability=_EWC_KNOB),
     ApproachSpec("mas", "cil.approaches.mas:MAS", {}, "mas",

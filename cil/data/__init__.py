@@ -2,29 +2,41 @@
 
 ``load_dataset(name, root)`` gives a :class:`Dataset` (uint8 images, in memory or decoded from files
 on demand); ``make_scenario(dataset, num_tasks, nc_first_task, seed)`` cuts it into tasks;
-``augment`` and ``normalize`` prepare batches on the training device.
+``augment`` and ``normalize`` prepare batches on the training device. The data sets themselves are rows
+of the torch-free catalog :mod:`cil.catalog`.
+
+The names below are loaded on first use, so importing a torch-free submodule (``cil.data.errors``, which
+the catalog and the config use) does not import torch.
 """
 
-from cil.data.augment import augment, normalize
-from cil.data.dataset import ICARL_CLASS_ORDER, AugmentSpec, Dataset
-from cil.data.datasets import DATASET_NAMES, load_dataset
-from cil.data.errors import DataError
-from cil.data.imageset import FileImageSet, ImageSet, TensorImageSet
-from cil.data.scenario import Scenario, classes_per_task, make_scenario
+from __future__ import annotations
 
-__all__ = [
-    "DATASET_NAMES",
-    "ICARL_CLASS_ORDER",
-    "AugmentSpec",
-    "DataError",
-    "Dataset",
-    "FileImageSet",
-    "ImageSet",
-    "Scenario",
-    "TensorImageSet",
-    "augment",
-    "classes_per_task",
-    "load_dataset",
-    "make_scenario",
-    "normalize",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "DATASET_NAMES": "cil.catalog",
+    "ICARL_CLASS_ORDER": "cil.catalog",
+    "AugmentSpec": "cil.data.dataset",
+    "DataError": "cil.data.errors",
+    "Dataset": "cil.data.dataset",
+    "FileImageSet": "cil.data.imageset",
+    "ImageSet": "cil.data.imageset",
+    "Scenario": "cil.data.scenario",
+    "TensorImageSet": "cil.data.imageset",
+    "augment": "cil.data.augment",
+    "classes_per_task": "cil.data.scenario",
+    "load_dataset": "cil.data.datasets",
+    "make_scenario": "cil.data.scenario",
+    "normalize": "cil.data.augment",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cil.data' has no attribute {name!r}")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cil.data.dataset import Dataset, channel_stats, training_augment
-from cil.data.errors import DataError
+from cil.data.dataset import Dataset, LoadRequest, channel_stats
 from cil.data.imageset import TensorImageSet, resize_images
 
 DIGITS_TEST_EVERY = 5  # within each class, every 5th image (in file order) is a test image: ~20% test
 
 
-def load_digits(image_size: int | None = None) -> Dataset:
+def load_digits(request: LoadRequest) -> Dataset:
     """scikit-learn's 1,797 real 8x8 handwritten digits; pixel values 0..16 scaled to 0..255.
 
     The set has no official test split, so a fixed one is made without randomness: every 5th
@@ -29,38 +28,17 @@ def load_digits(image_size: int | None = None) -> Dataset:
         idx = (y == c).nonzero().squeeze(1)
         rank[idx] = torch.arange(idx.numel())
     is_test = rank % DIGITS_TEST_EVERY == DIGITS_TEST_EVERY - 1
-    if image_size is not None:
-        x = resize_images(x, image_size)
+    if request.image_size is not None:
+        x = resize_images(x, request.image_size)
     train = TensorImageSet(x[~is_test], y[~is_test])
     test = TensorImageSet(x[is_test], y[is_test])
     mean, std = channel_stats(train.images)
     size = int(x.shape[-1])
     return Dataset("digits", train, test, num_classes=10, channels=1, image_size=size, mean=mean, std=std,
-                   augment=training_augment("digits", "facil", size), class_names=[str(i) for i in range(10)])
+                   class_names=[str(i) for i in range(10)])
 
 
-SYNTHETIC_DEFAULTS = {"classes": 10, "train": 100, "test": 20, "channels": 3, "size": 32, "seed": 0}
-
-
-def parse_synthetic(params: str) -> dict[str, int]:
-    """Parse ``key=value,...`` after ``synthetic:`` (keys: classes, train, test, channels, size, seed)."""
-    out = dict(SYNTHETIC_DEFAULTS)
-    for item in filter(None, (p.strip() for p in params.split(","))):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or key not in SYNTHETIC_DEFAULTS:
-            raise DataError(f"synthetic parameter {item!r} is not valid: expected key=value with key in "
-                            f"{sorted(SYNTHETIC_DEFAULTS)}")
-        try:
-            out[key] = int(value)
-        except ValueError:
-            raise DataError(f"synthetic parameter {key}={value!r} is not an integer") from None
-        if out[key] < (0 if key == "seed" else 1):
-            raise DataError(f"synthetic parameter {key}={out[key]} must be positive")
-    return out
-
-
-def load_synthetic(params: str = "", image_size: int | None = None) -> Dataset:
+def load_synthetic(request: LoadRequest) -> Dataset:
     """Random images around class-dependent mean patterns, generated in memory from a seed.
 
     Defaults: 10 classes of 3x32x32, 100 train and 20 test images per class (``synthetic:classes=20,
@@ -69,9 +47,9 @@ def load_synthetic(params: str = "", image_size: int | None = None) -> Dataset:
     trivial. Mean/std are computed from the train images; augmentation: pad size//8 (4 at 32x32),
     random translation-only crop, flip (the translation-only variant of CIFAR's).
     """
-    p = parse_synthetic(params)
-    if image_size is not None:
-        p["size"] = image_size
+    p = dict(request.params)  # parsed by the catalog (cil.catalog.parse_synthetic)
+    if request.image_size is not None:
+        p["size"] = request.image_size
     k, c, s = p["classes"], p["channels"], p["size"]
     rng = np.random.default_rng(p["seed"])
     patterns = torch.from_numpy(rng.integers(40, 216, size=(k, c, 4, 4)).astype(np.float32))
@@ -87,5 +65,4 @@ def load_synthetic(params: str = "", image_size: int | None = None) -> Dataset:
 
     train, test = split(p["train"]), split(p["test"])
     mean, std = channel_stats(train.images)
-    return Dataset("synthetic", train, test, num_classes=k, channels=c, image_size=s, mean=mean, std=std,
-                   augment=training_augment("synthetic", "facil", s))
+    return Dataset("synthetic", train, test, num_classes=k, channels=c, image_size=s, mean=mean, std=std)

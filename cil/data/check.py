@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from cil.data import builtin
+from cil.catalog import dataset_params, dataset_spec
 from cil.data.cache import decode_image
 from cil.data.datasets import load_dataset
 from cil.data.imageset import FileImageSet
@@ -21,14 +21,12 @@ def check_data_source(dataset: str, data_root: str | os.PathLike | None, *, imag
 
     Folder data sets (folder, imagenet100) have their whole layout checked (folders, lists, every
     listed file present) and the first image of each split decoded; data sets torchvision downloads
-    are read (and fetched once here when missing, instead of by every trial); synthetic's parameters
-    are parsed; digits needs nothing.
+    are read (and fetched once here when missing, instead of by every trial); bundled ones (digits,
+    synthetic) only have their parameters parsed.
     """
-    base, _, params = str(dataset).partition(":")
-    if base == "digits":
-        return
-    if base == "synthetic":
-        builtin.parse_synthetic(params)
+    spec = dataset_spec(str(dataset))
+    dataset_params(str(dataset))
+    if spec.source == "bundled":  # generated or shipped with a package: nothing to read
         return
     ds = load_dataset(dataset, data_root, image_size=image_size, fixed_class_order=fixed_class_order)
     for split in (ds.train, ds.test):

@@ -1,12 +1,15 @@
-"""The ``Dataset`` record and the per-data-set constants FACIL uses (normalisation, augmentation, order)."""
+"""The ``Dataset`` record, what a loader is given (:class:`LoadRequest`) and the training augmentation
+of a data set's policy (the per-data-set constants are rows of :mod:`cil.catalog`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from cil.config import AUGMENT_MODES
+from cil.catalog import AUGMENT_MODES, dataset_spec
 from cil.data.imageset import ImageSet
 
 CROPS = ("shift", "resized")
@@ -50,22 +53,34 @@ class AugmentSpec:
 def training_augment(dataset: str, mode: str, image_size: int) -> AugmentSpec:
     """The training augmentation of ``dataset`` under ``data.augment = mode`` (see cil.config).
 
-    ``facil``: FACIL's training transform for the data sets FACIL configures (cifar100: Pad(4),
-    RandomResizedCrop(32), flip; imagenet100 and folder: RandomResizedCrop of the stored image, flip;
-    mnist and svhn: none) and this project's own choice for the others (digits: none; synthetic:
-    pad ``size // 8``, shift crop, flip). ``crop``: the same with every resized crop replaced by a
-    translation-only crop of the image padded by ``size // 8`` (4 at 32x32). ``none``: no augmentation.
+    ``facil``: the data set's policy in the catalog: FACIL's training transform for the data sets FACIL
+    configures (cifar100: Pad(4), RandomResizedCrop(32), flip; imagenet100 and folder: RandomResizedCrop
+    of the stored image, flip; mnist and svhn: none) and this project's own choice for the others
+    (digits: none; synthetic: pad ``size // 8``, shift crop, flip). ``crop``: the same with every resized
+    crop replaced by a translation-only crop of the image padded by ``size // 8`` (4 at 32x32).
+    ``none``: no augmentation.
     """
     if mode not in AUGMENT_MODES:
         raise ValueError(f"augment mode {mode!r} is not valid: choose one of {', '.join(AUGMENT_MODES)}")
-    pad = max(1, image_size // 8)
-    if mode == "none" or dataset in ("digits", "mnist", "svhn"):
+    spec = dataset_spec(dataset)
+    if mode == "none" or spec.augment == "none":
         return AugmentSpec()
-    if dataset == "synthetic" or mode == "crop":
-        return AugmentSpec(pad=pad, crop="shift", flip=True)
-    if dataset == "cifar100":
-        return AugmentSpec(pad=4, crop="resized", flip=True)
-    return AugmentSpec(crop="resized", flip=True)  # imagenet100, folder
+    if spec.augment == "shift" or mode == "crop":
+        return AugmentSpec(pad=max(1, image_size // 8), crop="shift", flip=True)
+    return AugmentSpec(pad=spec.augment_pad, crop="resized", flip=True)
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What a catalog loader is given: the data root (``./data`` when none was given, for the data sets
+    that download), the parsed parameters of the name (``{}`` without any), whether it may download,
+    the stored image size asked for (None: the data set's own) and the decoded-image cache's folder."""
+
+    root: Path
+    params: dict[str, int]
+    download: bool = True
+    image_size: int | None = None
+    cache_dir: str | os.PathLike | None = None
 
 
 @dataclass
@@ -74,6 +89,8 @@ class Dataset:
 
     ``class_order`` is set only when a fixed order was asked for (``fixed_class_order=True``); the
     scenario then uses it instead of a seeded shuffle, as FACIL does for ``cifar100_icarl``.
+    ``mean``/``std`` (when the catalog has the data set's statistics) and ``augment`` are filled from the
+    catalog by :func:`cil.data.load_dataset`; loaders set what depends on the images.
     """
 
     name: str
@@ -82,29 +99,11 @@ class Dataset:
     num_classes: int
     channels: int
     image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    augment: AugmentSpec
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
     class_order: list[int] | None = None
     class_names: list[str] | None = None
-
-
-# FACIL's normalisation constants (src/datasets/dataset_config.py). SVHN: FACIL resizes SVHN to 224
-# and uses ImageNet's statistics; we keep SVHN at 32x32, so its own statistics fit better.
-CIFAR100_STATS = ((0.5071, 0.4866, 0.4409), (0.2009, 0.1984, 0.2023))
-IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-MNIST_STATS = ((0.1307,), (0.3081,))
-SVHN_STATS = ((0.4377, 0.4438, 0.4728), (0.198, 0.201, 0.197))
-
-# iCaRL's fixed CIFAR-100 class order, as FACIL's dataset_config.py gives it for `cifar100_icarl`
-# (FACIL uses the same list for `imagenet_subset`, the 100-class ImageNet subset).
-ICARL_CLASS_ORDER = [
-    68, 56, 78, 8, 23, 84, 90, 65, 74, 76, 40, 89, 3, 92, 55, 9, 26, 80, 43, 38, 58, 70, 77, 1, 85,
-    19, 17, 50, 28, 53, 13, 81, 45, 82, 6, 59, 83, 16, 15, 44, 91, 41, 72, 60, 79, 52, 20, 10, 31, 54,
-    37, 95, 14, 71, 96, 98, 97, 2, 64, 66, 42, 22, 35, 86, 24, 34, 87, 21, 99, 0, 88, 27, 18, 94, 11,
-    12, 47, 25, 30, 46, 62, 69, 36, 61, 7, 63, 75, 5, 32, 4, 51, 48, 73, 93, 39, 67, 29, 49, 57, 33,
-]
-assert sorted(ICARL_CLASS_ORDER) == list(range(100))
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

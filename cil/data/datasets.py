@@ -1,19 +1,18 @@
-"""``load_dataset``: one entry point from a data set's name to a :class:`~cil.data.dataset.Dataset`."""
+"""``load_dataset``: one entry point from a data set's name to a :class:`~cil.data.dataset.Dataset`,
+through the data set's row of the catalog (:data:`cil.catalog.DATASETS`)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from cil.config import AUGMENT_MODES
-from cil.data import builtin, downloaded, folders
-from cil.data.cache import DecodeCache
-from cil.data.dataset import Dataset, training_augment
+from cil.catalog import AUGMENT_MODES, DATASET_NAMES, dataset_params, dataset_spec
+from cil.data.dataset import Dataset, LoadRequest, training_augment
 from cil.data.errors import DataError
+from cil.data.folders import LAYOUTS
 
-DATASET_NAMES = ("digits", "cifar100", "mnist", "svhn", "imagenet100", "folder", "synthetic")
 DEFAULT_ROOT = "data"  # used for downloadable sets when no root is given (FACIL: ../data)
-_FIXED_ORDER = ("cifar100", "imagenet100")
+
 
 
 def load_dataset(name: str, root: str | os.PathLike | None, *, download: bool = True,
@@ -31,45 +30,33 @@ def load_dataset(name: str, root: str | os.PathLike | None, *, download: bool = 
     ``augment`` picks the training augmentation (``facil``, ``crop`` or ``none``; see
     :func:`~cil.data.dataset.training_augment`). ``cache_dir``: where file-backed sets keep their
     decoded images (:mod:`cil.data.cache`; None: ``$CIL_CACHE_DIR`` or ``~/.cache/cil/decoded``).
+    The data set's row of the catalog gives its loader, statistics, augmentation and fixed order.
     """
     if not isinstance(name, str):
         raise DataError(f"dataset name must be a string, got {name!r}; "
                         f"valid names: {', '.join(DATASET_NAMES)}")
-    base, _, params = name.partition(":")
-    if base not in DATASET_NAMES or (params and base != "synthetic"):
-        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+    spec = dataset_spec(name)
+    params = dataset_params(name)
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
                                    or image_size < 1):
         raise DataError(f"image_size must be a positive integer, got {image_size!r}")
     if augment not in AUGMENT_MODES:
         raise DataError(f"augment = {augment!r} is not valid: choose one of {', '.join(AUGMENT_MODES)}")
-    if fixed_class_order and base not in _FIXED_ORDER:
-        raise DataError(f"dataset {base!r} has no fixed class order "
-                        f"(only {', '.join(_FIXED_ORDER)} have one)")
-
-    ds = _load(base, params, root, download, image_size, fixed_class_order, cache_dir)
-    if augment != "facil":
-        ds.augment = training_augment(base, augment, ds.image_size)
-    return ds
-
-
-def _load(base: str, params: str, root: str | os.PathLike | None, download: bool, image_size: int | None,
-          fixed_class_order: bool, cache_dir: str | os.PathLike | None) -> Dataset:
-    if base == "digits":
-        return builtin.load_digits(image_size)
-    if base == "synthetic":
-        return builtin.load_synthetic(params, image_size)
+    if fixed_class_order and spec.fixed_order is None:
+        with_order = ", ".join(d for d in DATASET_NAMES if dataset_spec(d).fixed_order is not None)
+        raise DataError(f"dataset {spec.name!r} has no fixed class order (only {with_order} have one)")
     if root is None:
-        if base in ("imagenet100", "folder"):
-            raise DataError(f"dataset {base!r} needs a data folder (root); expected {folders.LAYOUTS}")
+        if spec.needs_root:
+            raise DataError(f"dataset {spec.name!r} needs a data folder (root); expected {LAYOUTS}")
         root = DEFAULT_ROOT
-    path = Path(os.fspath(root)).expanduser()
-    if base == "cifar100":
-        return downloaded.load_cifar100(path, download, image_size, fixed_class_order)
-    if base == "mnist":
-        return downloaded.load_mnist(path, download, image_size)
-    if base == "svhn":
-        return downloaded.load_svhn(path, download, image_size)
-    if base == "imagenet100":
-        return folders.load_imagenet100(path, image_size, fixed_class_order, DecodeCache(cache_dir))
-    return folders.load_folder(path, image_size, DecodeCache(cache_dir))
+    request = LoadRequest(Path(os.fspath(root)).expanduser(), params, download, image_size, cache_dir)
+    ds = spec.load()(request)
+    if spec.stats is not None:
+        ds.mean, ds.std = spec.stats
+    ds.augment = training_augment(spec.name, augment, ds.image_size)
+    if fixed_class_order:
+        if ds.num_classes != len(spec.fixed_order):
+            raise DataError(f"the fixed {spec.name} class order needs {len(spec.fixed_order)} classes; "
+                            f"{str(request.root)!r} has {ds.num_classes}")
+        ds.class_order = list(spec.fixed_order)
+    return ds

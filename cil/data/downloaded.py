@@ -16,14 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cil.data.dataset import (
-    CIFAR100_STATS,
-    ICARL_CLASS_ORDER,
-    MNIST_STATS,
-    SVHN_STATS,
-    Dataset,
-    training_augment,
-)
+from cil.data.dataset import Dataset, LoadRequest
 from cil.data.errors import DataError
 from cil.data.imageset import TensorImageSet, resize_images
 
@@ -55,12 +48,13 @@ def _sets(x_train, y_train, x_test, y_test, image_size: int | None
     return TensorImageSet(x_train, y_train), TensorImageSet(x_test, y_test), int(x_train.shape[-1])
 
 
-def load_cifar100(root: Path, download: bool, image_size: int | None, fixed_class_order: bool) -> Dataset:
+def load_cifar100(request: LoadRequest) -> Dataset:
     """CIFAR-100 from ``root/cifar-100-python/{train,test}`` (torchvision's layout), read with pickle.
 
     FACIL's augmentation (see :func:`~cil.data.dataset.training_augment`): pad 4, random resized crop
-    back to 32x32, horizontal flip. ``fixed_class_order``: iCaRL's.
+    back to 32x32, horizontal flip.
     """
+    root, download, image_size = request.root, request.download, request.image_size
     folder = root / "cifar-100-python"
     files = [folder / "train", folder / "test"]
     if not all(f.is_file() for f in files):
@@ -71,9 +65,7 @@ def load_cifar100(root: Path, download: bool, image_size: int | None, fixed_clas
     (x_tr, y_tr), (x_te, y_te) = (_read_cifar_pickle(f) for f in files)
     names = _read_cifar_names(folder / "meta")
     train, test, size = _sets(x_tr, y_tr, x_te, y_te, image_size)
-    return Dataset("cifar100", train, test, num_classes=100, channels=3, image_size=size,
-                   mean=CIFAR100_STATS[0], std=CIFAR100_STATS[1], augment=training_augment("cifar100", "facil", size),
-                   class_order=list(ICARL_CLASS_ORDER) if fixed_class_order else None, class_names=names)
+    return Dataset("cifar100", train, test, num_classes=100, channels=3, image_size=size, class_names=names)
 
 
 def _read_cifar_pickle(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,8 +92,9 @@ def _read_cifar_names(path: Path) -> list[str] | None:
         return None
 
 
-def load_mnist(root: Path, download: bool, image_size: int | None) -> Dataset:
+def load_mnist(request: LoadRequest) -> Dataset:
     """MNIST through torchvision (``root/MNIST/raw/*-ubyte``). FACIL: no augmentation."""
+    root, download, image_size = request.root, request.download, request.image_size
     from torchvision.datasets import MNIST
 
     raw = root / "MNIST" / "raw"
@@ -115,17 +108,17 @@ def load_mnist(root: Path, download: bool, image_size: int | None) -> Dataset:
     except (OSError, RuntimeError, ValueError) as e:
         raise DataError(f"cannot read MNIST under {str(raw)!r}: {e}") from e
     train, test, size = _sets(tr.data.unsqueeze(1), tr.targets, te.data.unsqueeze(1), te.targets, image_size)
-    return Dataset("mnist", train, test, num_classes=10, channels=1, image_size=size, mean=MNIST_STATS[0],
-                   std=MNIST_STATS[1], augment=training_augment("mnist", "facil", size),
+    return Dataset("mnist", train, test, num_classes=10, channels=1, image_size=size,
                    class_names=[str(i) for i in range(10)])
 
 
-def load_svhn(root: Path, download: bool, image_size: int | None) -> Dataset:
+def load_svhn(request: LoadRequest) -> Dataset:
     """SVHN from ``root/{train,test}_32x32.mat`` (torchvision's layout); label 10 means digit 0.
 
     The .mat files are read with scipy directly once present (torchvision's md5 check would reject
-    anything but the official files). FACIL: no crop, no flip. Its own statistics (see dataset.py).
+    anything but the official files). FACIL: no crop, no flip. Its own statistics (see cil.catalog).
     """
+    root, download, image_size = request.root, request.download, request.image_size
     splits = []
     for split in ("train", "test"):
         path = root / f"{split}_32x32.mat"
@@ -137,8 +130,7 @@ def load_svhn(root: Path, download: bool, image_size: int | None) -> Dataset:
         splits.append(_read_svhn_mat(path))
     (x_tr, y_tr), (x_te, y_te) = splits
     train, test, size = _sets(x_tr, y_tr, x_te, y_te, image_size)
-    return Dataset("svhn", train, test, num_classes=10, channels=3, image_size=size, mean=SVHN_STATS[0],
-                   std=SVHN_STATS[1], augment=training_augment("svhn", "facil", size),
+    return Dataset("svhn", train, test, num_classes=10, channels=3, image_size=size,
                    class_names=[str(i) for i in range(10)])
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from cil.data.cache import DecodeCache
-from cil.data.dataset import ICARL_CLASS_ORDER, IMAGENET_STATS, Dataset, training_augment
+from cil.data.dataset import Dataset, LoadRequest
 from cil.data.errors import DataError
 from cil.data.imageset import FileImageSet
 
@@ -24,36 +24,29 @@ LAYOUTS = "train/<class>/<image> with test/<class>/... or val/<class>/..., or tr
 Split = tuple[list[str], list[int]]
 
 
-def load_imagenet100(root: Path, image_size: int | None, fixed_class_order: bool,
-                     cache: DecodeCache | None = None) -> Dataset:
+def load_imagenet100(request: LoadRequest) -> Dataset:
     """An ImageNet subset as an ImageFolder tree or FACIL's lists, at ``root`` or ``root/imagenet100``.
 
     Images are decoded on demand, once per node into ``cache`` (shorter side resized to ``image_size``,
     default 224, then centre crop). FACIL trains on RandomResizedCrop(224) of 256-pixel images; we
     pre-resize once and take the random resized crop of the stored image on the device, then flip.
-    ``fixed_class_order``: FACIL's ``imagenet_subset`` order (iCaRL's list; needs 100 classes).
+    Its fixed class order (FACIL's ``imagenet_subset``, iCaRL's list) is a row of the catalog.
     """
+    root = request.root
     if not _has_layout(root) and _has_layout(root / "imagenet100"):
         root = root / "imagenet100"
-    ds = _load_files("imagenet100", root, image_size or IMAGENET_SIZE, lists_allowed=True, cache=cache)
-    ds.mean, ds.std = IMAGENET_STATS
-    if fixed_class_order:
-        if ds.num_classes != len(ICARL_CLASS_ORDER):
-            raise DataError(f"the fixed imagenet100 class order needs 100 classes; {str(root)!r} has "
-                            f"{ds.num_classes}")
-        ds.class_order = list(ICARL_CLASS_ORDER)
-    return ds
+    return _load_files("imagenet100", root, request.image_size or IMAGENET_SIZE, lists_allowed=True,
+                       cache=DecodeCache(request.cache_dir))
 
 
-def load_folder(root: Path, image_size: int | None, cache: DecodeCache | None = None) -> Dataset:
+def load_folder(request: LoadRequest) -> Dataset:
     """Any ImageFolder tree with ``train/`` and ``test/`` (or ``val/``); class ids = sorted folder names.
 
     Default size 32 (CIFAR-sized networks); augmentation as imagenet100 (random resized crop, flip);
     ImageNet's normalisation (a neutral choice for natural RGB photos).
     """
-    ds = _load_files("folder", root, image_size or FOLDER_SIZE, lists_allowed=False, cache=cache)
-    ds.mean, ds.std = IMAGENET_STATS
-    return ds
+    return _load_files("folder", request.root, request.image_size or FOLDER_SIZE, lists_allowed=False,
+                       cache=DecodeCache(request.cache_dir))
 
 
 def _has_layout(root: Path) -> bool:
@@ -72,9 +65,7 @@ def _load_files(name: str, root: Path, size: int, lists_allowed: bool, cache: De
         raise DataError(f"{name}: {str(root)!r} has no training data; expected {expected}")
     sets = [FileImageSet(paths, torch.tensor(labels, dtype=torch.int64), size, cache)
             for paths, labels in (train, test)]
-    return Dataset(name, sets[0], sets[1], num_classes=len(names), channels=3, image_size=size,
-                   mean=IMAGENET_STATS[0], std=IMAGENET_STATS[1],
-                   augment=training_augment(name, "facil", size), class_names=names)
+    return Dataset(name, sets[0], sets[1], num_classes=len(names), channels=3, image_size=size, class_names=names)
 
 
 def _read_image_folders(root: Path) -> tuple[Split, Split, list[str]]:
