@@ -179,8 +179,7 @@ def num_classes(name: str) -> int | None:
 
 
 def dataset_problem(name: str) -> str | None:
-    """A data-set name of the catalog (`cil.catalog.DATASETS`, listed on the [Data sets](cli.md#data-sets)
-    page); `synthetic` takes parameters after `:`."""
+    """a name of the data-set catalog ([Data sets](cli.md#data-sets)), `synthetic` with parameters after `:`"""
     if name.partition(":")[0] not in DATASETS:
         close = difflib.get_close_matches(name, DATASET_NAMES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""

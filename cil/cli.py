@@ -8,62 +8,52 @@ Order of precedence: ``--config`` YAML, then flags, then ``--set``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
+import typing
 from typing import Any
 
 import yaml
 
 from cil.approaches.registry import SPECS, section_flags, section_users
-from cil.config import DEFAULT_NETWORKS, ConfigError, ExperimentConfig, flatten
+from cil.catalog import DATASETS
+from cil.config import SHARED_SECTIONS, ConfigError, ExperimentConfig, _CoreConfig, flatten
+from cil.config.coercion import base_type
 from cil.errors import PermanentError
 from cil.results import EPOCHS, compact_trial, write_task
 
 # torch (and every module that imports it) is imported when a run starts, not here: ``cil --help`` and
 # the parser work in a light install without torch.
 
-# FACIL flag -> dotted config key. Flags default to None so only the ones given override the config.
-FLAGS: dict[str, tuple[str, type]] = {
-    "--approach": ("approach", str),
-    "--num-tasks": ("data.num_tasks", int),
-    "--nc-first-task": ("data.nc_first_task", int),
-    "--data-root": ("data.data_root", str),
-    "--network": ("model.network", str),
-    "--nepochs": ("train.nepochs", int),
-    "--lr": ("train.lr", float),
-    "--lr-min": ("train.lr_min", float),
-    "--lr-factor": ("train.lr_factor", float),
-    "--lr-patience": ("train.lr_patience", int),
-    "--momentum": ("train.momentum", float),
-    "--weight-decay": ("train.weight_decay", float),
-    "--batch-size": ("train.batch_size", int),
-    "--clipping": ("train.clipping", float),
-    "--warmup-nepochs": ("train.warmup_nepochs", int),
-    "--warmup-lr-factor": ("train.warmup_lr_factor", float),
-    "--seed": ("run.seed", int),
-    "--device": ("run.device", str),
-    "--num-exemplars": ("memory.num_exemplars", int),
-    "--num-exemplars-per-class": ("memory.num_exemplars_per_class", int),
-    "--exemplar-selection": ("memory.selection", str),
-    "--lamb": ("loss.lamb", float),
-    "--T": ("loss.T", float),
-    "--stop-at-task": ("run.stop_at_task", int),
-    "--gridsearch-tasks": ("train.gridsearch_tasks", int),
-    "--gridsearch-acc-drop-thr": ("gridsearch.acc_drop_thr", float),
-    "--gridsearch-hparam-decay": ("gridsearch.hparam_decay", float),
-    "--gridsearch-max-num-searches": ("gridsearch.max_num_searches", int),
-}
-# FACIL's switches (store_true there): each sets its config key to true.
-SWITCHES: dict[str, str] = {
-    "--eval-on-train": "train.eval_on_train",
-    "--fix-bn": "train.fix_bn",
-    "--multi-softmax": "train.multi_softmax",
-}
-# FACIL's switches that turn a default off: each sets its config key to false.
-OFF_SWITCHES: dict[str, str] = {
-    "--no-cudnn-deterministic": "run.deterministic",
-}
+def _declared_flags() -> tuple[dict[str, tuple[str, type]], dict[str, tuple[str, bool]]]:
+    """The FACIL flags the shared keys declare (their ``flag`` metadata, cil.config.schema): flag ->
+    (dotted key, value type) for flags that take a value, flag -> (dotted key, constant) for switches
+    (``sets``: FACIL's store_true flags set true, ``--no-cudnn-deterministic`` sets false)."""
+    values: dict[str, tuple[str, type]] = {}
+    switches: dict[str, tuple[str, bool]] = {}
+    sections = {"": _CoreConfig, **SHARED_SECTIONS}
+    for section, cls in sections.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            flag = f.metadata.get("flag")
+            key = f"{section}.{f.name}" if section else f.name
+            if not flag or flag in SPECIAL_FLAGS:
+                continue
+            if "sets" in f.metadata:
+                switches[flag] = (key, f.metadata["sets"])
+            else:
+                values[flag] = (key, base_type(hints[f.name])[0])
+    return values, switches
+
+
+# Flags with a parser of their own: FACIL's --datasets takes a list (one data set here), --gpu N is a
+# second way to set run.device.
+SPECIAL_FLAGS = ("--datasets", "--gpu")
+# FACIL flag -> (dotted config key, type) and FACIL's switches -> (dotted key, the value they store), from the
+# declarations. Flags default to None so only the ones given override the config.
+FLAGS, SWITCHES = _declared_flags()
 
 # FACIL flags without a config key. Accepted ones print a note and change nothing; refused ones stop the
 # run before any work, saying what replaces them. name -> (argparse keywords, accepted?, message).
@@ -100,8 +90,8 @@ def _default_text(key: str, value: Any) -> str:
     """What a flag's key resolves to when nothing sets it, for --help."""
     if key == "model.network":
         by_net: dict[str, list[str]] = {}
-        for dataset, net in DEFAULT_NETWORKS.items():
-            by_net.setdefault(net, []).append(dataset)
+        for dataset in DATASETS.values():
+            by_net.setdefault(dataset.network, []).append(dataset.name)
         return "per dataset: " + "; ".join(f"{n} for {', '.join(d)}" for n, d in by_net.items())
     if key.startswith("loss.") and value is None:
         return "the approach's preset"
@@ -113,6 +103,22 @@ def _default_text(key: str, value: Any) -> str:
 # FACIL flags that approach sections declare (cil.approaches.registry): one flag may set another key per
 # approach (``--lamb`` is loss.lamb for LwF, lucir.lamb for LUCIR).
 SECTION_FLAGS = section_flags()
+
+
+def flag_table() -> dict[str, list[str]]:
+    """Dotted key -> the flags of ``python -m cil`` that set it (the config reference's FACIL flag column)."""
+    out: dict[str, list[str]] = {}
+    for flag, (key, _) in FLAGS.items():
+        out.setdefault(key, []).append(f"`{flag}`")
+    for flag, (key, _) in SWITCHES.items():
+        out.setdefault(key, []).append(f"`{flag}`")
+    out.setdefault("data.dataset", []).append("`--datasets`")
+    out.setdefault("run.device", []).append("`--gpu N`")
+    for flag, by_section in SECTION_FLAGS.items():
+        for sf in by_section.values():
+            stores = "" if sf.sets is None else f" (stores `{str(sf.sets).lower()}`)"
+            out.setdefault(sf.key, []).append(f"`{flag}`{stores}")
+    return out
 
 
 def flag_key(flag: str, approach: str) -> str:
@@ -139,12 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, (key, typ) in FLAGS.items():
         p.add_argument(flag, type=typ, default=None,
                        help=f"sets {key} (default: {_default_text(key, defaults.get(key))})")
-    for flag, key in SWITCHES.items():
+    for flag, (key, value) in SWITCHES.items():
         p.add_argument(flag, action="store_const", const=True, default=None,
-                       help=f"sets {key} to true (default: {defaults[key]})")
-    for flag, key in OFF_SWITCHES.items():
-        p.add_argument(flag, action="store_const", const=True, default=None,
-                       help=f"sets {key} to false (default: {defaults[key]})")
+                       help=f"sets {key} to {str(value).lower()} (default: {defaults[key]})")
     p.add_argument("--gpu", type=int, default=None, metavar="N",
                    help="FACIL's GPU index: sets run.device to cuda:N (the CPU, with a note, when there is no "
                         "CUDA); --device wins over it")
@@ -219,12 +222,9 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         value = getattr(args, _dest(flag))
         if value is not None:
             values[flag_key(flag, approach)] = value
-    for flag, key in SWITCHES.items():
+    for flag, (key, value) in SWITCHES.items():
         if getattr(args, _dest(flag)) is not None:
-            values[key] = True
-    for flag, key in OFF_SWITCHES.items():
-        if getattr(args, _dest(flag)) is not None:
-            values[key] = False
+            values[key] = value
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep or not key:

@@ -1,15 +1,20 @@
 """The paper's loss family, as public functions over lists of per-task logit tensors.
 
 ``outputs`` and ``old_outputs`` are the old tasks' heads (tasks 0..t-1) of the current and of the frozen
-model, same length and shapes. Each function returns a scalar tensor averaged over the batch.
+model, same length and shapes. Each function returns a scalar tensor averaged over the batch. The terms,
+their weights and the formula are declared once, torch-free, in :mod:`cil.approaches.family`: each
+distillation row names its function here (the function's name is the term's name).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from cil.approaches.family import DISTILLATION_TERMS
 
 # FACIL adds eps / n_classes to the student's probabilities before the log (and renormalises), which
 # keeps the loss finite when a probability underflows; we keep that behaviour for comparable numbers.
@@ -97,21 +102,28 @@ def margin_ranking(cosines: torch.Tensor, targets: torch.Tensor, num_old: int, K
     return pairs.sum() / (old.sum() * K).clamp(min=1.0)
 
 
-def family_distillation(outputs: Sequence[torch.Tensor], old_outputs: Sequence[torch.Tensor], own_name: str,
-                        own: Callable[[], torch.Tensor], w_joint: float, w_task: float, w_bce_kd: float, T: float,
-                        terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
-    """The paper's family on top of an approach's own distillation term ``own`` (LwF: joint KD,
-    LUCIR: less-forget): ``w_joint * own + w_task * kd_task + w_bce_kd * bce_kd`` over the old heads.
-    Terms with weight 0 are not computed; the computed ones are recorded in ``terms``. The caller
-    multiplies the result by its distillation weight (``lamb``)."""
+def family_distillation(outputs: Sequence[torch.Tensor], old_outputs: Sequence[torch.Tensor], weights: Any,
+                        own: tuple[str, Callable[[], torch.Tensor]], terms: dict[str, torch.Tensor]
+                        ) -> torch.Tensor | float:
+    """The family's distillation (:data:`cil.approaches.family.DISTILLATION_TERMS`, in their order) on top
+    of an approach's own distillation term ``own`` = (name, thunk) (LwF: joint KD, LUCIR: less-forget),
+    over the old heads: ``sum of loss.w_<term> * term``, with ``weights`` the config's ``loss`` section
+    (its ``w_*`` and ``T``). Terms with weight 0 are not computed; the computed ones are recorded in
+    ``terms``. The caller multiplies the result by its distillation weight (``lamb``)."""
     distill: torch.Tensor | float = 0.0
-    if w_joint:
-        terms[own_name] = own()
-        distill = distill + w_joint * terms[own_name]
-    if w_task:
-        terms["kd_task"] = kd_task(outputs, old_outputs, T)
-        distill = distill + w_task * terms["kd_task"]
-    if w_bce_kd:
-        terms["bce_kd"] = bce_kd(outputs, old_outputs)
-        distill = distill + w_bce_kd * terms["bce_kd"]
+    for term in DISTILLATION_TERMS:
+        w = getattr(weights, term.weight)
+        if not w:
+            continue
+        if term.own:
+            name, value = own[0], own[1]()
+        else:
+            fn, name = _TERM_FUNCTIONS[term.name], term.name
+            value = fn(outputs, old_outputs, weights.T) if term.tempered else fn(outputs, old_outputs)
+        terms[name] = value
+        distill = distill + w * terms[name]
     return distill
+
+
+#: distillation term -> its function (a row of the table without its function fails here, at import)
+_TERM_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {t.name: globals()[t.name] for t in DISTILLATION_TERMS}

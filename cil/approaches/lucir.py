@@ -1,12 +1,11 @@
 """LUCIR (Hou et al., CVPR 2019) with FACIL's semantics, and the paper's loss family on top of it.
 
 Cosine-normalised heads ``sigma * cos(f, w_c)`` with one learnable ``sigma`` shared by all heads, the
-backbone's last ReLU removed, old heads frozen from task 1 on (with the less-forget constraint). With
-``lamb_t = lucir.lamb * sqrt(old classes / new classes)`` (``lucir.adapt_lamb``; else ``lucir.lamb``):
-
-    L = CE(all heads' scaled cosines) + w_bce_pred * BCE(sigmoid(all scaled cosines), one_hot(y))
-        + lamb_t * (w_joint * less_forget + w_task * kd_task + w_bce_kd * bce_kd)
-        + lucir.lamb_mr * margin_ranking
+backbone's last ReLU removed, old heads frozen from task 1 on (with the less-forget constraint). The loss
+is the family's (:func:`cil.approaches.family.formula`) with ``less_forget`` as the approach's own
+distillation term, weighted by ``lamb_t = lucir.lamb * sqrt(old classes / new classes)``
+(``lucir.adapt_lamb``; else ``lucir.lamb``), its ``ce_pred`` and ``bce_pred`` over all heads' scaled
+cosines, plus ``lucir.lamb_mr * margin_ranking``.
 
 ``less_forget = mean(1 - cos(f, f_old))`` (with ``lucir.less_forget: false``, FACIL's ablation: the MSE
 between the old heads' cosines of both models, times the number of old classes, and nothing frozen);
@@ -130,8 +129,7 @@ class LUCIR(Approach):
                 before = torch.cat(step.extras["old_cosines"][:t], dim=1).float()
                 return F.mse_loss(now, before) * ctx.num_old_classes
             own_name = "cosine_mse"
-        distill = losses.family_distillation(new_old, old, own_name, own, w.w_joint, w.w_task, w.w_bce_kd, w.T,
-                                             terms)
+        distill = losses.family_distillation(new_old, old, w, (own_name, own), terms)
         loss = loss + self.lamb_t(ctx) * distill
         if p.margin_ranking and p.lamb_mr:
             cosines = torch.cat(step.extras["cosines"], dim=1).float()

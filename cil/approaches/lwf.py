@@ -1,8 +1,8 @@
 """Learning without Forgetting and the paper's variants, which differ only in loss weights.
 
-L = ce_pred + w_bce_pred * bce_pred + lamb * (w_joint * kd_joint + w_task * kd_task + w_bce_kd * bce_kd)
-The weights come from the config (the registry's presets fill the ones left unset); terms with weight 0
-are skipped.
+The loss is the family's (:func:`cil.approaches.family.formula`, with ``lamb`` = ``loss.lamb`` and joint KD
+as its own distillation term). The weights come from the config (the registry's presets fill the ones
+left unset); terms with weight 0 are skipped.
 """
 
 from __future__ import annotations
@@ -40,6 +40,6 @@ class LwF(Approach):
         if t == 0 or step.old_logits is None or not lamb:
             return Loss(loss, terms)
         new_old, old = step.logits[:t], step.old_logits[:t]
-        distill = losses.family_distillation(new_old, old, "kd_joint", lambda: losses.kd_joint(new_old, old, w.T),
-                                             w.w_joint, w.w_task, w.w_bce_kd, w.T, terms)
+        distill = losses.family_distillation(new_old, old, w, ("kd_joint", lambda: losses.kd_joint(new_old, old, w.T)),
+                                             terms)
         return Loss(loss + lamb * distill, terms)

@@ -2,7 +2,7 @@
 
 With ``beta = lwm.beta`` and ``gamma = lwm.gamma`` (the paper's Eq. 3, FACIL's names):
 
-    L = ce_pred + w_bce_pred * bce_pred + beta * (w_joint * kd_joint + w_task * kd_task + w_bce_kd * bce_kd)
+    L = the family's loss (cil.approaches.family.formula) with beta as its distillation weight
         + gamma * attention
 
 The family terms are LwF's (cil.approaches.lwf), over the old heads at ``loss.T`` (2). ``attention``

@@ -32,25 +32,25 @@ def default_data_root() -> str:
 
 
 def _search_tasks(value: int) -> str | None:
-    """≥ 0 (0: no search)."""
+    """≥ 0 (0: no search)"""
     return None if value >= 0 else ("must be >= 0 (0: no search; N: the first N tasks; FACIL's default -1 also "
                                     "means no search)")
 
 
 def _learning_rates(values: list[float]) -> str | None:
-    """A non-empty list of learning rates, each > 0."""
+    """a non-empty list of learning rates, each > 0"""
     if not values:
         return "give at least one learning rate"
     return None if all(math.isfinite(v) and v > 0 for v in values) else "every learning rate must be > 0"
 
 
 def _seed(value: int) -> str | None:
-    """In [0, 2**32)."""
+    """in [0, 2**32)"""
     return None if 0 <= value < 2**32 else "must be in [0, 2**32)"
 
 
 def _device(value: str) -> str | None:
-    """`auto`, `cpu`, `mps`, `cuda` or `cuda:N`."""
+    """`auto`, `cpu`, `mps`, `cuda` or `cuda:N`"""
     return None if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value) else "use auto, cpu, mps, cuda or cuda:N"
 
 
@@ -59,11 +59,10 @@ class DataConfig:
     """Which data, and how it is cut into tasks (FACIL's scenario)."""
 
     dataset: str = field(default="digits", metadata={"check": dataset_problem, "flag": "--datasets"})
-    """The data set. `digits` (scikit-learn's 1,797 real 8x8 digits; every 5th image of each class is the test
-    split) and `synthetic` (by default 10 classes of seeded 3x32x32 images around class-specific patterns;
-    parameters after `:`, e.g. `synthetic:classes=50,channels=1,size=8,train=40`, also `test`, `seed`) need no
-    files and no network; `cifar100`, `mnist` and `svhn` are downloaded by torchvision into `data_root` on first
-    use; `imagenet100` and `folder` are read from `data_root` (layouts: the data sets section of the docs)."""
+    """The data set, a row of the data-set catalog (`cil/catalog.py`, listed on the data sets page of the docs):
+    `digits` and `synthetic` need no files and no network, `cifar100`, `mnist` and `svhn` are downloaded by
+    torchvision into `data_root` on first use, `imagenet100` and `folder` are read from `data_root`. `synthetic`
+    takes parameters after `:`, e.g. `synthetic:classes=50,channels=1,size=8,train=40` (also `test`, `seed`)."""
     data_root: str = field(default_factory=default_data_root, metadata={"flag": "--data-root"})
     """Where the data sets live, made absolute: downloads land here and folders are read from here."""
     num_tasks: int = field(default=5, metadata={"check": ">0", "flag": "--num-tasks"})
