@@ -210,3 +210,28 @@ def test_malformed_address_is_a_clear_error(tmp_path) -> None:
     assert "Traceback" not in proc.stderr
     # The storage was created and probed before Ray started; nothing of the sweep was left in it.
     assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+
+
+# A fresh interpreter runs the tune CLI, then reports which of these it imported (the spec and the config
+# promise to stay torch-free, so a dry run and a spec error answer in well under a second).
+_IMPORTS_AFTER = """
+import runpy, sys
+sys.argv = ["tune", *sys.argv[1:]]
+try:
+    runpy.run_module("tune", run_name="__main__")
+except SystemExit as stop:
+    code = stop.code
+print("heavy:", ",".join(m for m in ("torch", "torchvision", "ray") if m in sys.modules) or "none", code)
+"""
+
+
+@pytest.mark.parametrize("spec, code", [("tune/presets/quickstart.yaml", 0), ("bad", 2)])
+def test_dry_run_and_spec_errors_never_import_torch(tmp_path, spec: str, code: int) -> None:
+    if spec == "bad":  # a synthetic set's bad parameters: validated by the torch-free catalog
+        spec = str(tmp_path / "bad.yaml")
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"base": {"data.dataset": "synthetic:colour=3"}}))
+    proc = subprocess.run([sys.executable, "-c", _IMPORTS_AFTER, "sweep", spec, "--dry-run"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == f"heavy: none {code}", proc.stdout + proc.stderr
+    if code:
+        assert "synthetic parameter 'colour=3' is not valid" in proc.stderr

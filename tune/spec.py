@@ -7,7 +7,6 @@ names the key. This module never imports Ray, so ``--dry-run`` stays fast.
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import itertools
 import math
@@ -20,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from cil.config import _LEAVES, ConfigError, ExperimentConfig, flatten, valid_keys
+from cil.config import _LEAVES, ConfigError, ExperimentConfig, Problems, flatten, valid_keys
 from cil.extras import install_hint
 
 TOP_KEYS = ("base", "grid", "search", "scheduler", "resources", "max_concurrent", "failure", "checkpoint",
@@ -171,22 +170,22 @@ def load_spec(path: str) -> SweepSpec:
 
 def parse_spec(raw: Any, source: str = "sweep spec") -> SweepSpec:
     """Validate a spec given as a dict; every problem is reported at once, each naming its key."""
-    p: list[str] = []
+    p = Problems()
     if not isinstance(raw, dict):
         raise SpecError(["the spec must be a mapping with at least a 'base' section"], source)
     for key in raw:
         if key not in TOP_KEYS:
-            p.append(_unknown(str(key), TOP_KEYS, "spec key"))
+            p.unknown(str(key), TOP_KEYS, "spec key")
     base = _parse_base(raw.get("base"), p)
     grid = _parse_grid(raw.get("grid"), base, p)
     search = _parse_search(raw.get("search"), base, grid, p)
     resources = _parse_resources(raw.get("resources"), p)
-    max_concurrent = _int_at_least(raw.get("max_concurrent"), "max_concurrent", 1, p, optional=True)
-    failure = _section(raw.get("failure"), "failure", ("max_failures", "max_preemptions"), p)
-    max_failures = _int_at_least(failure.get("max_failures", 3), "failure.max_failures", -1, p)
-    max_preemptions = _int_at_least(failure.get("max_preemptions", 20), "failure.max_preemptions", -1, p)
-    checkpoint = _section(raw.get("checkpoint"), "checkpoint", ("num_to_keep",), p)
-    num_to_keep = _int_at_least(checkpoint.get("num_to_keep", 2), "checkpoint.num_to_keep", 1, p)
+    max_concurrent = p.integer("max_concurrent", raw.get("max_concurrent"), ">=1", optional=True)
+    failure = p.section(raw.get("failure"), "failure", ("max_failures", "max_preemptions"))
+    max_failures = p.integer("failure.max_failures", failure.get("max_failures", 3), "-1|>=0")
+    max_preemptions = p.integer("failure.max_preemptions", failure.get("max_preemptions", 20), "-1|>=0")
+    checkpoint = p.section(raw.get("checkpoint"), "checkpoint", ("num_to_keep",))
+    num_to_keep = p.integer("checkpoint.num_to_keep", checkpoint.get("num_to_keep", 2), ">=1")
     _check_trial_configs(base, grid, search, p)
     scheduler = _parse_scheduler(raw.get("scheduler"), base, grid, search, p)
     tracking = _parse_tracking(raw.get("tracking"), p)
@@ -219,7 +218,7 @@ def check_capacity(resources: Resources, cpus: int | None = None, gpus: int | No
 
 # ---- sections -----------------------------------------------------------------------------------
 
-def _flat_section(raw: Any, section: str, expected: str, p: list[str]) -> dict[str, Any]:
+def _flat_section(raw: Any, section: str, expected: str, p: Problems) -> dict[str, Any]:
     """A spec section as dotted keys; a problem (recorded in ``p``) gives an empty mapping."""
     if raw is None:
         return {}
@@ -233,14 +232,14 @@ def _flat_section(raw: Any, section: str, expected: str, p: list[str]) -> dict[s
         return {}
 
 
-def _parse_base(raw: Any, p: list[str]) -> dict[str, Any]:
+def _parse_base(raw: Any, p: Problems) -> dict[str, Any]:
     flat = _flat_section(raw, "base", "config keys to values", p)
     if "run.device" in flat:
         p.append("base.run.device cannot be set in a sweep: each trial runs on the GPU Ray assigns it "
                  "(resources.gpu > 0) or else on the CPU")
     for key in [k for k in flat if k.startswith("_")]:
         if key not in TEST_KEYS:
-            p.append(_unknown(key, TEST_KEYS, "base key"))
+            p.unknown(key, TEST_KEYS, "base key")
         elif not isinstance(flat[key], int) or isinstance(flat[key], bool) or flat[key] < 0:
             p.append(f"base.{key} = {flat[key]!r} is not valid: must be a task index >= 0")
     for key in ("data.data_root", "data.cache_dir"):
@@ -250,7 +249,7 @@ def _parse_base(raw: Any, p: list[str]) -> dict[str, Any]:
     return flat
 
 
-def _parse_grid(raw: Any, base: dict[str, Any], p: list[str]) -> dict[str, list[Any]]:
+def _parse_grid(raw: Any, base: dict[str, Any], p: Problems) -> dict[str, list[Any]]:
     flat = _flat_section(raw, "grid", "config keys to lists of values", p)
     grid: dict[str, list[Any]] = {}
     for key, values in flat.items():
@@ -267,22 +266,22 @@ def _parse_grid(raw: Any, base: dict[str, Any], p: list[str]) -> dict[str, list[
     return grid
 
 
-def _parse_search(raw: Any, base: dict[str, Any], grid: dict[str, list[Any]], p: list[str]) -> Search | None:
+def _parse_search(raw: Any, base: dict[str, Any], grid: dict[str, list[Any]], p: Problems) -> Search | None:
     if raw is None:
         return None
-    s = _section(raw, "search", ("metric", "mode", "num_samples", "seed", "space", "storage", "study_name"), p)
+    s = p.section(raw, "search", ("metric", "mode", "num_samples", "seed", "space", "storage", "study_name"))
     if not s:
         p.append("search must give at least metric and space")
         return None
     metric = s.get("metric")
     if metric not in METRICS:
-        p.append(_unknown(str(metric), tuple(METRICS), "search.metric value"))
+        p.unknown(str(metric), tuple(METRICS), "search.metric value")
         metric = "avg_acc_tag"
     mode = s.get("mode", METRICS[metric])
     if mode not in ("max", "min"):
         p.append(f"search.mode = {mode!r} is not valid: choose max or min")
-    num_samples = _int_at_least(s.get("num_samples", 10), "search.num_samples", 1, p)
-    seed = _int_at_least(s.get("seed"), "search.seed", 0, p, optional=True)
+    num_samples = p.integer("search.num_samples", s.get("num_samples", 10), ">=1")
+    seed = p.integer("search.seed", s.get("seed"), ">=0", optional=True)
     storage = _parse_storage(s.get("storage"), p)
     study_name = s.get("study_name")
     if study_name is not None:
@@ -318,7 +317,7 @@ def _parse_search(raw: Any, base: dict[str, Any], grid: dict[str, list[Any]], p:
                   study_name=study_name if isinstance(study_name, str) else None)
 
 
-def _parse_storage(url: Any, p: list[str]) -> str | None:
+def _parse_storage(url: Any, p: Problems) -> str | None:
     """An Optuna RDB URL; a relative SQLite path is made absolute (the sweep may run elsewhere)."""
     if url is None:
         return None
@@ -336,15 +335,15 @@ def _parse_storage(url: Any, p: list[str]) -> str | None:
     return url
 
 
-def _parse_tracking(raw: Any, p: list[str]) -> Tracking:
+def _parse_tracking(raw: Any, p: Problems) -> Tracking:
     """The ``tracking`` section: which trackers, their string settings, and that each one's package
     is installed (an optional extra), all checked before Ray starts."""
-    t = _section(raw, "tracking", tuple(TRACKERS), p)
+    t = p.section(raw, "tracking", tuple(TRACKERS))
     trackers: dict[str, dict[str, str]] = {}
     for name, keys in TRACKERS.items():
         if name not in t:
             continue
-        settings = _section(t[name], f"tracking.{name}", keys, p)
+        settings = p.section(t[name], f"tracking.{name}", keys)
         for key, value in settings.items():
             if not isinstance(value, str) or not value.strip():
                 p.append(f"tracking.{name}.{key} = {value!r} is not valid: must be a non-empty string")
@@ -357,7 +356,7 @@ def _parse_tracking(raw: Any, p: list[str]) -> Tracking:
     return Tracking(**trackers)
 
 
-def _parse_distribution(d: Any, where: str, p: list[str]) -> dict[str, Any] | None:
+def _parse_distribution(d: Any, where: str, p: Problems) -> dict[str, Any] | None:
     if not isinstance(d, dict) or d.get("type") not in _DIST_TYPES:
         p.append(f"{where} = {d!r} is not valid: use {{type: float|int, low, high[, log: true][, step]}} "
                  f"or {{type: categorical, choices: [...]}}")
@@ -367,7 +366,7 @@ def _parse_distribution(d: Any, where: str, p: list[str]) -> dict[str, Any] | No
     ok = True
     for key in d:
         if key not in allowed:
-            p.append(_unknown(f"{where}.{key}", tuple(f"{where}.{a}" for a in allowed), "key"))
+            p.unknown(f"{where}.{key}", tuple(f"{where}.{a}" for a in allowed), "key")
             ok = False
     if d["type"] == "categorical":
         if not isinstance(d.get("choices"), list) or not d["choices"]:
@@ -404,7 +403,7 @@ def _leaf_type(key: str) -> Any:
     return args[0] if len(args) == 1 else tp
 
 
-def _check_leaf_type(key: str, d: dict[str, Any], where: str, p: list[str]) -> bool:
+def _check_leaf_type(key: str, d: dict[str, Any], where: str, p: Problems) -> bool:
     """A numeric distribution must sample values of the key's type: float over an int key would give
     non-integer trials (the corner check cannot see it: integral bounds pass as ints). Categorical
     choices are each checked as a trial config, and unknown keys are reported there too."""
@@ -423,8 +422,8 @@ def _check_leaf_type(key: str, d: dict[str, Any], where: str, p: list[str]) -> b
     return True
 
 
-def _parse_resources(raw: Any, p: list[str]) -> Resources:
-    r = _section(raw, "resources", ("cpu", "gpu"), p)
+def _parse_resources(raw: Any, p: Problems) -> Resources:
+    r = p.section(raw, "resources", ("cpu", "gpu"))
     values = {}
     for name, default in (("cpu", 1.0), ("gpu", 0.0)):
         v = r.get(name, default)
@@ -441,12 +440,12 @@ def _parse_resources(raw: Any, p: list[str]) -> Resources:
 
 
 def _parse_scheduler(raw: Any, base: dict[str, Any], grid: dict[str, list[Any]], search: Search | None,
-                     p: list[str]) -> Scheduler | None:
+                     p: Problems) -> Scheduler | None:
     if raw is None or raw == "none":
         return None
     if raw == "asha":
         raw = {"type": "asha"}
-    s = _section(raw, "scheduler", ("type", "metric", "mode", "grace_period", "reduction_factor"), p)
+    s = p.section(raw, "scheduler", ("type", "metric", "mode", "grace_period", "reduction_factor"))
     if s.get("type") == "none":
         return None
     if s.get("type") != "asha":
@@ -454,12 +453,12 @@ def _parse_scheduler(raw: Any, base: dict[str, Any], grid: dict[str, list[Any]],
         return None
     metric = s.get("metric", search.metric if search else None)
     if metric not in METRICS:
-        p.append(_unknown(str(metric), tuple(METRICS), "scheduler.metric value"))
+        p.unknown(str(metric), tuple(METRICS), "scheduler.metric value")
         return None
     mode = s.get("mode", search.mode if search and metric == search.metric else METRICS[metric])
     if mode not in ("max", "min"):
         p.append(f"scheduler.mode = {mode!r} is not valid: choose max or min")
-    grace = _int_at_least(s.get("grace_period", 1), "scheduler.grace_period", 1, p)
+    grace = p.integer("scheduler.grace_period", s.get("grace_period", 1), ">=1")
     factor = s.get("reduction_factor", 2)
     if not isinstance(factor, int | float) or isinstance(factor, bool) or factor <= 1:
         p.append(f"scheduler.reduction_factor = {factor!r} is not valid: must be a number > 1")
@@ -500,7 +499,7 @@ def _cross(grid: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
 
 
 def _check_trial_configs(base: dict[str, Any], grid: dict[str, list[Any]], search: Search | None,
-                         p: list[str]) -> None:
+                         p: Problems) -> None:
     """Build every trial's ExperimentConfig; report each distinct problem once, with where it comes from."""
     known = set(valid_keys())
     seen: dict[str, None] = {}
@@ -532,32 +531,3 @@ def _origin(line: str, base: dict[str, Any], grid: dict[str, list[Any]], search:
     if key in base:
         return f"base.{key}"
     return "trial config"
-
-
-# ---- small helpers ----------------------------------------------------------------------------------
-
-def _section(raw: Any, name: str, allowed: tuple[str, ...], p: list[str]) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        p.append(f"{name} must be a mapping with keys {', '.join(allowed)}")
-        return {}
-    for key in raw:
-        if key not in allowed:
-            p.append(_unknown(f"{name}.{key}", tuple(f"{name}.{a}" for a in allowed), "key"))
-    return {k: v for k, v in raw.items() if k in allowed}
-
-
-def _int_at_least(v: Any, key: str, low: int, p: list[str], optional: bool = False) -> Any:
-    if v is None and optional:
-        return None
-    if not isinstance(v, int) or isinstance(v, bool) or v < low:
-        p.append(f"{key} = {v!r} is not valid: must be an integer >= {low}")
-        return max(low, 1)
-    return v
-
-
-def _unknown(key: str, valid: tuple[str, ...], what: str) -> str:
-    close = difflib.get_close_matches(key, valid, n=2, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return f"unknown {what} {key!r}{hint} (valid: {', '.join(valid)})"

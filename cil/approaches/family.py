@@ -72,24 +72,28 @@ def formula(own: str = "kd_joint", scale: str = "lamb", first: str = "ce_pred") 
 @dataclass(frozen=True)
 class Variant:
     """One of the paper's variants: the name suffix, what it adds (``{own}``: the family's own
-    distillation term), and its ``loss.w_*`` per weight profile (:attr:`Family.profile`)."""
+    distillation term), and its ``loss.w_*`` per weight profile (:attr:`Family.profile`); a weight it
+    does not name is 0."""
 
     suffix: str
     doc: str
-    weights: Mapping[str, tuple[float, ...]]  # profile -> values in LOSS_WEIGHT_NAMES order
+    weights: Mapping[str, Mapping[str, float]]  # profile -> {weight key: value}
 
 
 # The paper's variants. LUCIR's task-wise term is KD at T = 1 weighted 0.1 (its lucir-sr), so 0.1 is
 # LUCIR's unit of w_task, and its -sr and -bsr keep the less-forget and BCE-KD terms at 1.
 VARIANTS: tuple[Variant, ...] = (
-    Variant("-s", "task-wise KD instead of {own}", {"kd": (0, 1, 0, 0), "lucir": (0, 0.1, 0, 0)}),
-    Variant("-sr", "{own} + task-wise KD", {"kd": (0.5, 1, 0, 0), "lucir": (1, 0.1, 0, 0)}),
-    Variant("-br", "{own} + BCE-KD", {"kd": (1, 0, 1, 0), "lucir": (1, 0, 1, 0)}),
-    Variant("-br2", "{own} + BCE-KD + BCE-pred", {"kd": (1, 0, 1, 1), "lucir": (1, 0, 1, 1)}),
-    Variant("-bsr", "{own} + task-wise KD + BCE-KD", {"kd": (1, 1, 0.5, 0), "lucir": (1, 0.1, 1, 0)}),
+    Variant("-s", "task-wise KD instead of {own}", {"kd": {"w_task": 1}, "lucir": {"w_task": 0.1}}),
+    Variant("-sr", "{own} + task-wise KD", {"kd": {"w_joint": 0.5, "w_task": 1},
+                                           "lucir": {"w_joint": 1, "w_task": 0.1}}),
+    Variant("-br", "{own} + BCE-KD", {"kd": {"w_joint": 1, "w_bce_kd": 1}, "lucir": {"w_joint": 1, "w_bce_kd": 1}}),
+    Variant("-br2", "{own} + BCE-KD + BCE-pred", {"kd": {"w_joint": 1, "w_bce_kd": 1, "w_bce_pred": 1},
+                                                 "lucir": {"w_joint": 1, "w_bce_kd": 1, "w_bce_pred": 1}}),
+    Variant("-bsr", "{own} + task-wise KD + BCE-KD", {"kd": {"w_joint": 1, "w_task": 1, "w_bce_kd": 0.5},
+                                                     "lucir": {"w_joint": 1, "w_task": 0.1, "w_bce_kd": 1}}),
 )
 #: every family's base row: its own distillation term alone
-BASE_WEIGHTS = (1, 0, 0, 0)
+BASE_WEIGHTS: Mapping[str, float] = {"w_joint": 1}
 
 
 @dataclass(frozen=True)
@@ -110,8 +114,11 @@ class Family:
 
     def presets(self) -> list[tuple[str, dict[str, float], str]]:
         """(name, loss preset, description) of the base approach and each variant."""
-        def weights(values: tuple[float, ...]) -> dict[str, float]:
-            return dict(zip(LOSS_WEIGHT_NAMES, values, strict=True))
+        def weights(values: Mapping[str, float]) -> dict[str, float]:
+            unknown = set(values) - set(LOSS_WEIGHT_NAMES)
+            if unknown:
+                raise ValueError(f"family {self.name}: unknown loss weights {sorted(unknown)}")
+            return {w: values.get(w, 0) for w in LOSS_WEIGHT_NAMES}
 
         rows = [(self.name, dict(self.loss) | weights(BASE_WEIGHTS), self.doc)]
         for v in VARIANTS:

@@ -82,11 +82,14 @@ class Problems(list[str]):
             self.append(f"{key} = {value!r} is not valid{problem}")
         return problem is None
 
-    def integer(self, key: str, value: Any, check: str, fallback: int | None = None) -> Any:
-        """``value`` when it is an int satisfying ``check``, else ``fallback`` (the problem recorded)."""
+    def integer(self, key: str, value: Any, check: str, fallback: int = 1, optional: bool = False) -> Any:
+        """``value`` when it is an int satisfying ``check`` (or None, when ``optional``), else ``fallback``
+        (the problem recorded)."""
+        if value is None and optional:
+            return None
         if isinstance(value, int) and not isinstance(value, bool) and check_problem(value, check) is None:
             return value
-        self.invalid(key, value, f"must be an integer {RANGES[check][2].replace('≥', '>=')}")
+        self.invalid(key, value, RANGES[check][1].replace("must be", "must be an integer", 1))
         return fallback
 
     def unknown(self, key: str, valid: tuple[str, ...], what: str) -> None:
