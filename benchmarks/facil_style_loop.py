@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cil.bench import Window, add_window_arguments, synchronize
-from cil.data.dataset import CIFAR100_STATS
+from cil.catalog import CIFAR100_STATS
 from cil.losses import kd_joint
 from cil.networks import make_backbone
 

@@ -165,7 +165,7 @@ def dataset_params(name: str) -> dict[str, int]:
     if spec.params is None:
         if sep:
             takes = ", ".join(d.name for d in _DATASETS if d.params is not None)
-            raise DataError(f"dataset {base!r} takes no parameters after ':' (only {takes} do)")
+            raise DataError(f"dataset {base!r} has no parameters: only {takes} takes parameters after ':'")
         return {}
     return spec.params(params)
 

@@ -34,7 +34,7 @@ def test_a_loaded_data_set_takes_its_statistics_and_augmentation_from_its_row() 
     ds = load_dataset("synthetic:classes=4,train=5,test=2,size=16", None)
     assert ds.num_classes == 4 and ds.augment.pad == 2 and ds.augment.crop == "shift"  # policy shift: size // 8
     assert len(ds.mean) == 3  # computed from the images: the row has no statistics
-    with pytest.raises(ConfigError, match="takes no parameters after ':'"):
+    with pytest.raises(ConfigError, match="'digits' has no parameters: only synthetic takes"):
         ExperimentConfig.from_dict({"data.dataset": "digits:classes=3"})
 
 

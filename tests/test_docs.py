@@ -58,7 +58,7 @@ def test_every_config_key_has_an_attribute_docstring() -> None:
     assert [d.key for d in docs] == valid_keys()  # every key, in declaration order
     missing = [d.key for d in docs if not d.doc]
     assert not missing, ("config keys without an attribute docstring (a string literal on the line after the "
-                         f"field, in cil/config.py or cil/approaches/registry.py): {missing}")
+                         f"field, in cil/config/schema.py or cil/approaches/registry.py): {missing}")
 
 
 def test_the_reference_reads_types_defaults_checks_and_flags_from_the_code() -> None:

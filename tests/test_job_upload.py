@@ -22,7 +22,7 @@ def test_the_working_dir_upload_carries_code_and_presets_and_leaves_results_and_
     package = tmp_path / "upload.zip"
     create_package(str(clone), package, include_gitignore=True)
     names = zipfile.ZipFile(package).namelist()
-    assert "tune/presets/quickstart.yaml" in names and "tune/cli.py" in names and "cil/config.py" in names
+    assert "tune/presets/quickstart.yaml" in names and "tune/cli.py" in names and "cil/config/__init__.py" in names
     assert "requirements.txt" in names
     for prefix in ("runs/", "data/", "results/", "report/", ".venv/", ".git/"):
         assert not [n for n in names if n.startswith(prefix)], prefix
