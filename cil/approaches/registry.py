@@ -8,13 +8,18 @@ says how to check a value and which FACIL flag sets it), and add one :class:`App
 :data:`SPECS`. The section's keys become dotted config keys (``lucir.lamb_mr``), Parquet columns and,
 through the ``flag`` metadata, CLI flags.
 
-Field metadata understood by ``cil.config`` and ``cil.cli``:
+Field metadata understood by ``cil.config`` and ``cil.cli`` (the same as the shared sections' in
+``cil.config.schema``):
 
-- ``check``: ``">=0"``, ``">0"``, ``">=1"``, ``"[0,1]"`` (a number's range), ``"-1|>=0"`` (-1 as a
-  sentinel, e.g. "adaptive" or "all", else >= 0), a tuple of valid strings, or a function of the
-  value that returns what is wrong with it (``None`` when it is valid);
+- ``check``: a range of ``cil.config.validation.RANGES`` (``">=0"``, ``">0"``, ``">=1"``, ``"[0,1]"``,
+  ``"-1|>=0"`` -- -1 as a sentinel, e.g. "adaptive" or "all", else >= 0 -- ...), a tuple of valid
+  strings, or a function of the value that returns what is wrong with it (``None`` when it is valid);
 - ``flag``: the FACIL command-line flag that sets the key (``"--lamb-mr"``); with ``sets`` the flag
   takes no value and stores ``sets`` (FACIL's ``--remove-less-forget`` stores ``False``).
+
+The loss family's approaches (LwF, LwM, LUCIR and their variants) are generated from
+``cil.approaches.family``: one :class:`~cil.approaches.family.Family` each, its variants from the one
+variant table.
 """
 
 from __future__ import annotations
