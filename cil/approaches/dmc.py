@@ -32,7 +32,7 @@ from cil.approaches.finetuning import Finetuning
 from cil.approaches.registry import DmcSection
 from cil.approaches.stages import chain_reports, fit_stage
 from cil.config import ConfigError, ExperimentConfig
-from cil.data import DATASET_NAMES, DataError, load_dataset
+from cil.data import DataError, load_dataset
 from cil.networks import IncrementalNet
 from cil.training import FitReport
 
@@ -104,9 +104,6 @@ class DMC(Approach):
         if m.num_exemplars or m.num_exemplars_per_class:
             raise ConfigError("approach 'dmc' uses no exemplars (its auxiliary data replaces them; FACIL refuses "
                               "them too): set memory.num_exemplars and memory.num_exemplars_per_class to 0")
-        name = cfg.section("dmc").aux_dataset
-        if name.partition(":")[0] not in DATASET_NAMES:
-            raise ConfigError(f"dmc.aux_dataset = {name!r} is not valid: choose one of {', '.join(DATASET_NAMES)}")
         self._aux: tuple[Tensor, Tensor] | None = None  # train and test images, uint8 on the host
 
     def params(self, ctx: TaskContext) -> DmcSection:

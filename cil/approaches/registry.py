@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cil.approaches.family import LOSS_WEIGHT_NAMES, Family
+from cil.catalog import dataset_problem
 
 # ---- config sections (FACIL's names and defaults) ----------------------------------------------------
 
@@ -226,7 +227,8 @@ class DmcSection:
     of few), read from ``aux_data_root`` (empty: ``data.data_root``) at the main data set's
     image size; ``aux_batch_size`` is the batch size of the consolidation stage."""
 
-    aux_dataset: str = field(default="synthetic:classes=100,train=30,test=5", metadata={"flag": "--aux-dataset"})
+    aux_dataset: str = field(default="synthetic:classes=100,train=30,test=5",
+                             metadata={"check": dataset_problem, "flag": "--aux-dataset"})
     """The unlabelled auxiliary data of the double distillation: any name `cil.data.load_dataset` reads (FACIL:
     ImageNet 32x32; the default, 3,000 images of 100 synthetic classes, needs no download), at the main data set's
     image size and channel count."""
