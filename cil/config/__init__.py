@@ -15,6 +15,9 @@ The approach sections are declared in :mod:`cil.approaches.registry`, data sets 
 """
 
 from cil.catalog import AUGMENT_MODES
+from cil.catalog import DATASET_NAMES as DATASETS
+from cil.catalog import DATASETS as _CATALOG
+from cil.catalog import NETWORK_NAMES as NETWORKS
 from cil.config.coercion import flatten
 from cil.config.experiment import _HINTS, _LEAVES, ExperimentConfig, _CoreConfig, valid_keys
 from cil.config.presets import SECTION_TYPES
@@ -35,11 +38,20 @@ from cil.config.schema import (
 from cil.config.validation import Problems
 from cil.errors import ConfigError
 
+# Views of the catalog under the names this module had before it was a package (read from cil.catalog,
+# never written here): the data sets, the networks, each data set's default network and known classes.
+DEFAULT_NETWORKS = {d.name: d.network for d in _CATALOG.values()}
+KNOWN_NUM_CLASSES = {d.name: d.classes for d in _CATALOG.values() if d.classes is not None}
+
 # the approach sections' all-optional views, picklable by name (their __module__ is this package)
 globals().update({t.__name__: t for t in SECTION_TYPES.values()})
 
 __all__ = [
     "AUGMENT_MODES",
+    "DATASETS",
+    "DEFAULT_NETWORKS",
+    "KNOWN_NUM_CLASSES",
+    "NETWORKS",
     "MACHINE_KEYS",
     "SELECTIONS",
     "SGD_IMPLS",
