@@ -41,12 +41,12 @@ SVHN_STATS = ((0.4377, 0.4438, 0.4728), (0.198, 0.201, 0.197))
 
 # iCaRL's fixed CIFAR-100 class order, as FACIL's dataset_config.py gives it for `cifar100_icarl`
 # (FACIL uses the same list for `imagenet_subset`, the 100-class ImageNet subset).
-ICARL_CLASS_ORDER = (
+ICARL_CLASS_ORDER = [
     68, 56, 78, 8, 23, 84, 90, 65, 74, 76, 40, 89, 3, 92, 55, 9, 26, 80, 43, 38, 58, 70, 77, 1, 85,
     19, 17, 50, 28, 53, 13, 81, 45, 82, 6, 59, 83, 16, 15, 44, 91, 41, 72, 60, 79, 52, 20, 10, 31, 54,
     37, 95, 14, 71, 96, 98, 97, 2, 64, 66, 42, 22, 35, 86, 24, 34, 87, 21, 99, 0, 88, 27, 18, 94, 11,
     12, 47, 25, 30, 46, 62, 69, 36, 61, 7, 63, 75, 5, 32, 4, 51, 48, 73, 93, 39, 67, 29, 49, 57, 33,
-)
+]
 assert sorted(ICARL_CLASS_ORDER) == list(range(100))
 
 
@@ -123,14 +123,14 @@ _DATASETS = [
     DatasetSpec("digits", "cil.data.builtin:load_digits", 10, "convnet", "none",
                 doc="scikit-learn's 1,797 real 8x8 digits; every 5th image of each class is the test split"),
     DatasetSpec("cifar100", "cil.data.downloaded:load_cifar100", 100, "resnet32", "resized", augment_pad=4,
-                stats=CIFAR100_STATS, fixed_order=ICARL_CLASS_ORDER, source="download",
+                stats=CIFAR100_STATS, fixed_order=tuple(ICARL_CLASS_ORDER), source="download",
                 doc="downloaded by torchvision into the data root (`cifar-100-python/`)"),
     DatasetSpec("mnist", "cil.data.downloaded:load_mnist", 10, "resnet32", "none", stats=MNIST_STATS, source="download",
                 doc="downloaded by torchvision into the data root (`MNIST/raw/`)"),
     DatasetSpec("svhn", "cil.data.downloaded:load_svhn", 10, "resnet32", "none", stats=SVHN_STATS, source="download",
                 doc="downloaded by torchvision into the data root (`train_32x32.mat`, `test_32x32.mat`)"),
     DatasetSpec("imagenet100", "cil.data.folders:load_imagenet100", 100, "resnet18", "resized",
-                stats=IMAGENET_STATS, fixed_order=ICARL_CLASS_ORDER, source="files",
+                stats=IMAGENET_STATS, fixed_order=tuple(ICARL_CLASS_ORDER), source="files",
                 doc="an ImageFolder tree or FACIL's lists under the data root, stored at 224"),
     DatasetSpec("folder", "cil.data.folders:load_folder", None, "resnet32", "resized", stats=IMAGENET_STATS,
                 source="files", doc="any ImageFolder tree with train/ and test/ (or val/), stored at 32"),

@@ -316,7 +316,7 @@ def render_datasets() -> str:
            "what it is |", "|---|---|---|---|---|---|---|"]
     for d in catalog.DATASETS.values():
         classes = "from the files" if d.classes is None else str(d.classes)
-        order = "iCaRL's" if d.fixed_order == catalog.ICARL_CLASS_ORDER else ("yes" if d.fixed_order else "—")
+        order = "iCaRL's" if d.fixed_order == tuple(catalog.ICARL_CLASS_ORDER) else ("yes" if d.fixed_order else "—")
         augment = d.augment + (f" (pad {d.augment_pad})" if d.augment_pad else "")
         out.append(f"| `{d.name}` | {classes} | `{d.network}` | {order} | {augment} | {d.source} | {cell(d.doc)} |")
     return "\n".join(out) + "\n"
