@@ -70,6 +70,8 @@ def test_the_reference_reads_types_defaults_checks_and_flags_from_the_code() -> 
     assert docs["data.augment"].valid == "`facil`, `crop`, `none`"
     assert docs["gridsearch.lr_first"].default == "`[0.5, 0.1, 0.05]`"
     assert docs["train.fix_bn"].flags == ("`--fix-bn`",)
+    assert docs["train.lr"].valid == "> 0" and docs["train.momentum"].valid == "in [0, 1)"  # shared keys too
+    assert docs["loss.w_task"].doc.startswith("Weight of `kd_task`")  # a generated field's doc metadata
 
 
 def test_unknown_markers_fail_the_build() -> None:
