@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import ResultsError
-from analysis.schema import METRICS, ROW_COLUMNS, TASK_COLUMNS, TASK_RESULTS
 from analysis.trials import complete_trials, drop_duplicates, trial_codes
+from cil.results_schema import METRICS, ROW_COLUMNS, TASK_COLUMNS, TASK_RESULTS
 
 _STEP_VALUES = ("acc_tag", "acc_taw", "forg_tag", "forg_taw", "classes_seen", "train_seconds")
 

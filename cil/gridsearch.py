@@ -37,6 +37,7 @@ from cil.approaches.base import Approach, TaskContext
 from cil.approaches.registry import LOSS_PRESET_KEYS, SECTIONS, SPECS
 from cil.config import ExperimentConfig, GridSearchConfig
 from cil.memory import ExemplarMemory
+from cil.results_schema import GRIDSEARCH_COLUMNS
 
 if TYPE_CHECKING:
     from cil.loop import Experiment
@@ -44,9 +45,6 @@ if TYPE_CHECKING:
 #: generator streams of the candidate trainings (see TaskContext.new_generator)
 LR_STREAM = 101
 KNOB_STREAM = 102
-#: the per-task result columns (one value per task, repeated on the task's rows)
-COLUMNS = ("gridsearch_searched", "gridsearch_lr", "gridsearch_knob", "gridsearch_knob_value",
-           "gridsearch_ft_acc", "gridsearch_trace", "gridsearch_seconds")
 
 
 class Trial(NamedTuple):
@@ -72,9 +70,10 @@ class TaskSearch:
     seconds: float = 0.0
 
     def columns(self) -> dict[str, Any]:
-        """The task's result columns (:data:`COLUMNS`); the trace is JSON of the trials."""
+        """The task's result columns (cil.results_schema.GRIDSEARCH, one value per task, repeated on the
+        task's rows); the trace is JSON of the trials."""
         trace = {"lr": [list(tr) for tr in self.lr_trials], "knob": [list(tr) for tr in self.knob_trials]}
-        return dict(zip(COLUMNS, (self.searched, self.lr, self.knob, self.knob_value, self.ft_acc,
+        return dict(zip(GRIDSEARCH_COLUMNS, (self.searched, self.lr, self.knob, self.knob_value, self.ft_acc,
                                   json.dumps(trace), self.seconds), strict=True))
 
 

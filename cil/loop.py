@@ -26,7 +26,7 @@ from cil.device import apply_numerics, check_amp, oom_error, provenance
 from cil.gridsearch import GridSearch, TaskSearch
 from cil.memory import ExemplarMemory
 from cil.networks import IncrementalNet, make_backbone
-from cil.results import TERM_PREFIX
+from cil.results_schema import TERM_PREFIX
 from cil.training import EpochRecord, FitReport, Trainer, frozen_copy
 
 STATE_VERSION = 2  # 2: the approach's own state ("approach") joined the model and the memory
@@ -82,7 +82,7 @@ class Experiment:
         self.trainer = Trainer(cfg, self.dataset, self.device)
         if cfg.train.compile:  # the backbone only: heads are added per task (state_dict keys unchanged)
             self.model.backbone.compile()
-        #: what ran (cil.device.PROVENANCE_COLUMNS): a column of every task_results row
+        #: what ran (cil.results_schema.PROVENANCE): a column of every task_results row
         self.provenance = provenance(self.device, self.trainer.autocast_dtype is not None)
 
     def add_head(self, t: int) -> None:
@@ -205,7 +205,7 @@ def _run(cfg: ExperimentConfig, state: dict[str, Any] | None, log: Log | None,
 
 
 def epoch_rows(cfg: ExperimentConfig, t: int, report: FitReport) -> list[dict[str, Any]]:
-    """Task t's rows of the epochs table (cil.results.EPOCH_COLUMNS), one per epoch of its FitReport;
+    """Task t's rows of the epochs table (cil.results_schema.EPOCH_COLUMNS), one per epoch of its FitReport;
     each loss term's mean is a column ``term.<name>``."""
     ident = {"approach": cfg.approach, "seed": cfg.run.seed, "task": t}
     return [ident | {"epoch": r.epoch, "train_loss": r.train_loss, "val_loss": r.val_loss,

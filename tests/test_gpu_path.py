@@ -14,8 +14,9 @@ import cil.device
 from cil.approaches.il2m import class_sums
 from cil.approaches.lwm import top_class_columns
 from cil.config import ConfigError, ExperimentConfig
-from cil.device import CUBLAS_WORKSPACE, PROVENANCE_COLUMNS, CudaOutOfMemoryError, CudaUnusableError
+from cil.device import CUBLAS_WORKSPACE, CudaOutOfMemoryError, CudaUnusableError
 from cil.loop import Experiment, run
+from cil.results_schema import PROVENANCE_COLUMNS
 from tune.trainable import visible_index
 
 FAST = {"data.dataset": "digits", "data.num_tasks": 2, "model.network": "convnet", "train.nepochs": 2,

@@ -13,12 +13,13 @@ import pytest
 import torch
 import yaml
 
-from analysis.schema import ROW_COLUMNS
 from cil import ExperimentConfig, run
 from cil.approaches.registry import SECTIONS, SPECS
 from cil.config import _LEAVES, ConfigError, GridSearchConfig
-from cil.gridsearch import COLUMNS, decay_knob, finetuning_config, lr_candidates, pick_lr
+from cil.gridsearch import decay_knob, finetuning_config, lr_candidates, pick_lr
 from cil.loop import Experiment
+from cil.results_schema import GRIDSEARCH_COLUMNS as COLUMNS
+from cil.results_schema import ROW_COLUMNS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {"data.dataset": "digits", "model.network": "convnet", "train.nepochs": 1, "train.lr_patience": 1,

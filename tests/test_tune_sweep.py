@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from cil.config import ExperimentConfig
-from cil.results import EPOCH_COLUMNS, HEAD_COLUMNS, TASK_COLUMNS
+from cil.results_schema import EPOCH_COLUMNS, HEAD_COLUMNS, TASK_COLUMNS
 from tune.paths import SweepError, SweepPaths
 from tune.spec import parse_spec
 from tune.sweep import run_sweep

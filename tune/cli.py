@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             print("error: data that the trials could not use:\n  " + "\n  ".join(problems), file=sys.stderr)
             return 2
+    from analysis import final_table
     from cil.results import refusing_storage
     from tune.pending import PendingWatch
-    from tune.report import final_table
     from tune.sweep import run_sweep
 
     pending = PendingWatch(_ray_request(spec), args.pending_timeout, args.pending_action)
