@@ -18,7 +18,7 @@ import torch
 
 from cil import metrics
 from cil.approaches import make_approach
-from cil.approaches.base import Approach, TaskContext, task_seed
+from cil.approaches.base import TaskContext, task_seed, train_task
 from cil.config import MACHINE_KEYS, ExperimentConfig
 from cil.data import Dataset, load_dataset, make_scenario
 from cil.data.placement import DeviceScenario, memory_budget
@@ -92,9 +92,6 @@ class Experiment:
         self.model.add_head(n, self.approach.make_head(self.model, t, n))
         self.model.heads[t].to(self.device)
 
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trainer.inputs(x)
-
     def begin_task(self, t: int) -> TaskContext:
         """The old model (the model after task t-1, when the approach uses one), task t's head, and the
         context every hook of task t receives."""
@@ -108,21 +105,6 @@ class Experiment:
         return TaskContext(t=t, cfg=self.cfg, model=self.model, old_model=old_model, memory=self.memory,
                            scenario=self.scenario, device=self.device, generator=gen, trainer=self.trainer,
                            log=self.log, after_epoch=self.after_epoch)
-
-    def train_task(self, ctx: TaskContext, approach: Approach | None = None) -> FitReport:
-        """Every hook of one task up to the memory update (the part before evaluation), by the run's
-        approach or another one (the grid search trains copies on copies of the context)."""
-        a = self.approach if approach is None else approach
-        a.before_task(ctx)
-        train = a.training_set(ctx)
-        val = a.validation_set(ctx)
-        if ctx.log:
-            ctx.log(f"task {ctx.t}: training on {len(train[1])} samples, classes {ctx.num_new_classes}")
-        report = a.fit(ctx, train, val)
-        a.after_fit(ctx)
-        a.update_memory(ctx)
-        a.after_memory_update(ctx)
-        return report
 
 
 def _validate_state(cfg: ExperimentConfig, state: dict[str, Any]) -> None:
@@ -186,8 +168,8 @@ def _run(cfg: ExperimentConfig, state: dict[str, Any] | None, log: Log | None,
         ctx = exp.begin_task(t)
         chosen = None
         if search is not None:
-            ctx, chosen = search.run_task(exp, ctx)
-        report = exp.train_task(ctx)
+            ctx, chosen = search.run_task(exp.approach, ctx)
+        report = train_task(exp.approach, ctx)
         seconds.append(report.seconds)
         eval_start = time.perf_counter()
         named = exp.trainer.evaluate_named(exp.approach, ctx, tests[: t + 1])

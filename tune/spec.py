@@ -29,6 +29,10 @@ TOP_KEYS = ("base", "grid", "search", "scheduler", "resources", "max_concurrent"
 # once, right after reporting task K (a marker file under the results folder keeps it to one failure);
 # it exists for the fault-tolerance test and is never written to the results.
 TEST_KEYS = ("_test_fail_after_task",)
+# What the driver does once trials have waited --pending-timeout seconds for resources (tune/pending.py,
+# which imports Ray; declared here, Ray-free, for the CLI and the watch alike).
+PENDING_ACTIONS = ("wait", "exit")
+DEFAULT_PENDING_TIMEOUT_S = 300.0
 SEEDS_KEY = "_seeds"  # search mode: every trial runs all the spec's seeds (see trainable.py)
 # Metrics reported after every task, and which direction is better.
 METRICS = {"avg_acc_tag": "max", "avg_acc_taw": "max", "avg_inc_acc_tag": "max", "avg_inc_acc_taw": "max",
