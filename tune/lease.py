@@ -9,7 +9,7 @@ host and that process is gone.
 
 The swap uses each storage's own atomic operation (docs/reliability.md says which store gets which):
 
-- local paths: read, compare and write under an exclusive ``fcntl.flock`` of ``sweep-lease.json.lock``;
+- local paths: read, compare and write under an exclusive ``fcntl.flock`` of the sweep folder;
 - S3 (with boto3 installed): conditional writes, ``If-None-Match: *`` to create and ``If-Match: <ETag>``
   to replace (pyarrow's S3 filesystem cannot send them);
 - any other store (GCS through pyarrow, which sends no generation precondition; S3 without boto3):
@@ -81,8 +81,6 @@ def _encode(holder: Holder) -> bytes:
 class SettleStore:
     """Write, wait, read back: for stores without a compare-and-swap that pyarrow can reach."""
 
-    kind = "write, wait and read back"
-
     def __init__(self, fs: pafs.FileSystem, path: str) -> None:
         self.fs, self.path = fs, path
 
@@ -118,16 +116,15 @@ class SettleStore:
 
 
 class LocalStore(SettleStore):
-    """A local (or mounted) path: the read-compare-write runs under an exclusive ``flock`` of a lock file."""
-
-    kind = "flock"
+    """A local (or mounted) path: the read-compare-write runs under an exclusive ``flock`` of the folder."""
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         import fcntl
 
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        folder = os.path.dirname(self.path)
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)  # the sweep folder itself: no lock file is left behind
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -151,8 +148,6 @@ class LocalStore(SettleStore):
 
 class S3Store:
     """S3's conditional writes: create with ``If-None-Match: *``, replace with ``If-Match: <ETag>``."""
-
-    kind = "S3 conditional writes"
 
     def __init__(self, client: Any, bucket: str, key: str) -> None:
         self.client, self.bucket, self.key = client, bucket, key
