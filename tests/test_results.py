@@ -167,3 +167,23 @@ def test_a_column_the_schema_does_not_declare_is_refused_by_name(tmp_path):
         write_task([r | {"typo_column": 1} for r in rows], heads, str(tmp_path), "a", 0, epochs)
     with pytest.raises(SchemaError, match=r"do not fit its declared schema"):
         write_task([r | {"task": "zero"} for r in rows], heads, str(tmp_path), "a", 0, epochs)
+
+
+def test_a_merge_gives_files_of_older_writers_the_declared_types(tmp_path):
+    """A part written before the schema was declared (its all-null column typed null, a column since
+    removed) merges with a new one into a file with every declared type; the old column is kept."""
+    import pyarrow.parquet as pq
+
+    results = tmp_path / "results"
+    rows, heads, epochs = _rows("a", 0, num_tasks=2)
+    old = [r | {"loss.lamb": None, "retired_column": "x"} for r in rows]
+    (results / "task_results").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(old), results / "task_results" / "a_t000.parquet")  # inferred: null
+    rows, heads, epochs = _rows("a", 1, num_tasks=2)
+    write_task([r | {"loss.lamb": 2.0} for r in rows], heads, str(results), "a", 1, epochs)
+    compact_trial(str(results), "a")
+    merged = pq.read_table(results / "task_results" / "a.parquet")
+    assert merged.schema.field("loss.lamb").type == pa.float64() and merged.num_rows == 3
+    assert merged.schema.field("lucir.lamb_mr").type == pa.float64()  # declared, all null
+    assert merged.column_names[-1] == "retired_column"
+    assert merged.column("loss.lamb").to_pylist() == [None, 2.0, 2.0]
