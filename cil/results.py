@@ -4,7 +4,8 @@ Files are named by (trial, task), so a retried or resumed trial overwrites its o
 adding duplicate rows, and readers never see a half-written file (temp name, then rename). Once a trial
 has finished, :func:`compact_trial` merges its per-task files into one per table, so a large sweep is
 not read back as millions of small files. Merges are journaled (a hidden pending file that names the
-parts it replaces), so a process killed at any moment loses and duplicates nothing.
+parts it replaces), so a process killed at any moment loses and duplicates nothing. Every file has its
+table's declared schema (cil.results_schema), so any reader sees the same types in every file.
 """
 
 from __future__ import annotations

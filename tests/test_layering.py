@@ -18,7 +18,7 @@ KNOWN_CIRCLES = [["cil.config", "cil.data.builtin", "cil.data.dataset"], ["cil.d
 
 @pytest.mark.parametrize("modules, forbidden", [
     ("cil, cil.loop, cil.cli, cil.bench, cil.losses", ("ray",)),
-    ("analysis, analysis.cli, analysis.figures, analysis.synth, analysis.bench", ("torch", "ray")),
+    ("analysis, analysis.cli, analysis.figures, analysis.synth, analysis.bench, cil.results_schema", ("torch", "ray")),
     ("cil.config, cil.approaches, cil.approaches.registry", ("torch", "ray")),  # the config is torch-free
 ])
 def test_imports_respect_the_layers(modules, forbidden):
