@@ -157,6 +157,8 @@ def test_plain_pandas_reads_a_mixed_approach_sweep_mid_run_and_after_an_errored_
     assert len(pd.read_parquet(os.path.join(results, "epochs"))) == 5 + 4
     loaded = analysis.load(results)  # the checked reader agrees
     assert len(loaded) == len(task) and loaded.groupby("trial_id")["complete"].first().sum() == 4
+    trials = analysis.trial_metrics(loaded)  # an other score set's accuracy varies per row: not a trial column
+    assert "lucir.lamb_mr" in trials.columns and "acc_taw_heads" not in trials.columns
 
 
 def test_a_column_the_schema_does_not_declare_is_refused_by_name(tmp_path):
