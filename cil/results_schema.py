@@ -172,7 +172,6 @@ NUMERIC_COLUMNS = {t: tuple(c.name for c in cols if c.required and c.varies and 
                             and c.name not in INTEGER_COLUMNS[t]) for t, cols in DECLARED.items()}
 # ``complete`` is added by analysis.load: whether the trial has rows for all its tasks.
 ROW_COLUMNS = (*(c.name for c in (*TASK_COLUMNS_DECLARED, *GRIDSEARCH) if c.varies), "complete")
-ACCURACY_COLUMNS = ("acc_taw", "acc_tag", "forg_taw", "forg_tag")
 
 # The per-trial metrics summarised over seeds, in the column order of summary.csv. ``paper_*``: the
 # aggregates of the paper's own analysis scripts (means over the whole lower triangle; docs/design.md).
@@ -194,17 +193,17 @@ def varies_per_row(table: str, name: str) -> bool:
     return any(name.startswith(f.prefix) and f.varies for f in FAMILIES[table])
 
 
-def _kind_of(tp: Any) -> tuple[str, bool]:
-    """A config leaf's type hint as a column kind, and whether it may be null."""
+def _kind_of(tp: Any) -> str:
+    """A config leaf's type hint as a column kind (``int | None`` is ``int``: every column may hold nulls)."""
     args = typing.get_args(tp)
-    optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args
-    base = next(a for a in args if a is not type(None)) if optional else tp
-    if typing.get_origin(base) is list:
-        return f"list[{_kind_of(typing.get_args(base)[0])[0]}]", optional
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        tp = next(a for a in args if a is not type(None))
+    if typing.get_origin(tp) is list:
+        return f"list[{_kind_of(typing.get_args(tp)[0])}]"
     names = {str: "string", int: "int", float: "float", bool: "bool"}
-    if base not in names:
+    if tp not in names:
         raise TypeError(f"config leaf type {tp!r} has no results column kind: add it to KINDS")
-    return names[base], optional
+    return names[tp]
 
 
 @functools.cache
@@ -214,7 +213,7 @@ def config_columns() -> tuple[Column, ...]:
     from cil.config import leaf_types
 
     fixed = {c.name for c in TASK_COLUMNS_DECLARED}
-    return tuple(Column(key, _kind_of(tp)[0], "a config leaf, its resolved value", required=False)
+    return tuple(Column(key, _kind_of(tp), "a config leaf, its resolved value", required=False)
                  for key, tp in leaf_types().items() if key not in fixed)
 
 

@@ -189,3 +189,16 @@ def test_a_merge_gives_files_of_older_writers_the_declared_types(tmp_path):
     assert merged.schema.field("lucir.lamb_mr").type == pa.float64()  # declared, all null
     assert merged.column_names[-1] == "retired_column"
     assert merged.column("loss.lamb").to_pylist() == [None, 2.0, 2.0]
+
+
+def test_every_config_key_is_a_typed_column_of_task_results():
+    from cil.config import leaf_types
+    from cil.results_schema import TASK_RESULTS, arrow_schema
+
+    schema = arrow_schema(TASK_RESULTS)
+    assert set(leaf_types()) <= set(schema.names)
+    assert not [f.name for f in schema if pa.types.is_null(f.type)]
+    assert schema.field("train.lr").type == pa.float64() and schema.field("run.seed").type == pa.int64()
+    assert schema.field("data.nc_first_task").type == pa.int64()  # int | None: nullable, still typed
+    lists = {k for k, tp in leaf_types().items() if "list" in str(tp)}
+    assert lists and all(pa.types.is_list(schema.field(k).type) for k in lists)
