@@ -99,13 +99,17 @@ PROVENANCE = (
 
 #: What FACIL's grid search chose for each task (cil.gridsearch); null without it.
 GRIDSEARCH = (
-    Column("gridsearch_searched", "bool", "whether the grid search ran before this task", False, True),
-    Column("gridsearch_lr", "float", "the learning rate it chose", False, True),
-    Column("gridsearch_knob", "string", "the stability knob it tuned (a config key), if any", False, True),
-    Column("gridsearch_knob_value", "float", "the knob's value it chose", False, True),
-    Column("gridsearch_ft_acc", "float", "the fine-tuning accuracy it compared against", False, True),
-    Column("gridsearch_trace", "string", "JSON of every candidate it tried", False, True),
-    Column("gridsearch_seconds", "float", "the search's wall time", False, True),
+    Column("gridsearch_searched", "bool", "whether the task ran the grid search ([grid search](gridsearch.md))",
+           False, True),
+    Column("gridsearch_lr", "float", "the lr the task trained with", False, True),
+    Column("gridsearch_knob", "string", "the stability knob's dotted key (`loss.lamb`); null without a knob",
+           False, True),
+    Column("gridsearch_knob_value", "float", "the knob's value the task trained with", False, True),
+    Column("gridsearch_ft_acc", "float", "finetuning's best validation accuracy", False, True),
+    Column("gridsearch_trace", "string", 'JSON: `{"lr": [[lr, val_acc], ...], "knob": [[value, val_acc], ...]}`',
+           False, True),
+    Column("gridsearch_seconds", "float", "the search's wall time (`train_seconds` is the task's own training)",
+           False, True),
 )
 
 TASK_COLUMNS_DECLARED = (
