@@ -11,9 +11,9 @@ Reads only the Parquet results schema of docs/results-schema.md (never torch or 
 from analysis.errors import ResultsError
 from analysis.load import load, load_epochs, load_heads
 from analysis.metrics import curves, final_forgetting, trial_metrics
-from analysis.schema import METRICS
 from analysis.summary import summary
-from analysis.table import format_table
+from analysis.table import final_table, format_table
+from cil.results_schema import METRICS
 
 _FIGURES = ("plot_accuracy", "plot_accuracy_matrix", "plot_forgetting", "plot_head_norms", "plot_learning_curves")
 
@@ -32,6 +32,7 @@ __all__ = [
     "ResultsError",
     "curves",
     "final_forgetting",
+    "final_table",
     "format_table",
     "load",
     "load_epochs",

@@ -15,9 +15,9 @@ from analysis.atomic import write_bytes
 from analysis.errors import ResultsError
 from analysis.load import find_files, load, load_epochs, load_heads
 from analysis.metrics import trial_metrics
-from analysis.schema import EPOCHS, HEADS
 from analysis.summary import summary
 from analysis.table import COLUMNS, FORMATS, format_table
+from cil.results_schema import EPOCHS, HEADS
 
 EPILOG = """\
 RESULTS is a sweep's results/ folder, the sweep folder, a folder of several sweeps, a task_results/

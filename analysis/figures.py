@@ -22,8 +22,8 @@ from matplotlib.ticker import MaxNLocator
 from analysis.errors import ResultsError
 from analysis.groups import group_keys, group_trials, labels, setting_title
 from analysis.metrics import Steps, steps
-from analysis.schema import EPOCH_COLUMNS, EPOCHS, HEAD_COLUMNS, HEADS, SETTING_COLUMNS, TERM_PREFIX, TRIAL_KEYS
 from analysis.trials import trial_codes
+from cil.results_schema import EPOCH_COLUMNS, EPOCHS, HEAD_COLUMNS, HEADS, SETTING_COLUMNS, TERM_PREFIX, TRIAL_KEYS
 
 By = str | Sequence[str] | None
 AxesLike = Any  # a matplotlib Axes, or a sequence / array of them

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import ResultsError
-from analysis.schema import METRICS, SETTING_COLUMNS
+from cil.results_schema import METRICS, SETTING_COLUMNS
 
 # Per-trial outputs of trial_metrics: meaningful to filter on, not to group by.
 _NOT_GROUPABLE = frozenset({*METRICS, "complete", "last_task", "classes_seen", "train_seconds"})

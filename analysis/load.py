@@ -19,7 +19,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from analysis.errors import ResultsError
-from analysis.schema import (
+from analysis.trials import complete_trials, drop_duplicates, trial_codes
+from cil.results_schema import (
     EPOCHS,
     HEADS,
     INTEGER_COLUMNS,
@@ -29,7 +30,6 @@ from analysis.schema import (
     TABLES,
     TASK_RESULTS,
 )
-from analysis.trials import complete_trials, drop_duplicates, trial_codes
 
 PathLike = str | os.PathLike
 

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import ResultsError
-from analysis.schema import METRICS, ROW_COLUMNS, TASK_COLUMNS, TASK_RESULTS
 from analysis.trials import complete_trials, drop_duplicates, trial_codes
+from cil.results_schema import METRICS, TASK_COLUMNS, TASK_RESULTS, varies_per_row
 
 _STEP_VALUES = ("acc_tag", "acc_taw", "forg_tag", "forg_taw", "classes_seen", "train_seconds")
 
@@ -38,8 +38,9 @@ class Steps:
 
 
 def trial_columns(df: pd.DataFrame) -> list[str]:
-    """Columns that are constant within a trial (identity and config), in frame order."""
-    return [c for c in df.columns if c not in ROW_COLUMNS]
+    """Columns that are constant within a trial (identity and config), in frame order: not the per-row
+    ones (an approach's other score sets' accuracies, ``acc_taw_heads``, among them)."""
+    return [c for c in df.columns if not varies_per_row(TASK_RESULTS, c)]
 
 
 def steps(df: pd.DataFrame) -> tuple[Steps, pd.DataFrame, np.ndarray]:

@@ -16,8 +16,8 @@ import pandas as pd
 from analysis.errors import ResultsError
 from analysis.groups import format_value, group_keys, matches
 from analysis.metrics import trial_metrics
-from analysis.schema import METRICS, SETTING_COLUMNS
 from analysis.stats import ci95, welch_ci95
+from cil.results_schema import METRICS, SETTING_COLUMNS
 
 
 def summary(df: pd.DataFrame, by: str | Sequence[str] | None = ("approach",), baseline: str | None = None,

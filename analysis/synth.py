@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analysis.atomic import write_parquet
-from analysis.schema import HEADS, TASK_RESULTS
+from cil.results_schema import HEADS, TASK_RESULTS
 
 # (approach, task-aware level, task-agnostic retention, head imbalance, task-aware decay per task):
 # LwF is the imbalanced one.

@@ -15,13 +15,17 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import textwrap
+from collections.abc import Sequence
 
 import pandas as pd
 
 from analysis.errors import ResultsError
 from analysis.groups import format_value, matches
-from analysis.schema import METRICS, SETTING_COLUMNS
+from analysis.load import load
+from analysis.summary import summary
+from cil.results_schema import METRICS, SETTING_COLUMNS
 
 LABELS = {
     "final_acc_tag": "TAg acc", "final_acc_taw": "TAw acc",
@@ -37,6 +41,15 @@ COMPACT_METRICS = ("final_acc_tag", "final_acc_taw", "avg_inc_acc_tag", "final_f
 COMPACT_DELTAS = ("final_acc_tag", "avg_inc_acc_tag")
 NOTE_WIDTH = 120  # notes are wrapped to the width the compact table is made to fit
 _LEGEND = "values: mean ± 95% CI over seeds, in %"
+
+
+def final_table(path: str | os.PathLike, by: Sequence[str] = ("approach",)) -> str:
+    """The table a sweep prints when it ends (``python -m tune sweep``): ``path``'s results summarised
+    by ``by``, or why there is nothing to summarise yet."""
+    try:
+        return format_table(summary(load(path), by=list(by)))
+    except ResultsError as err:
+        return f"(no summary: {err})"
 
 
 def format_table(summary: pd.DataFrame, fmt: str = "markdown", digits: int = 1, notes: bool = True,

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from analysis.schema import TRIAL_KEYS
+from cil.results_schema import TRIAL_KEYS
 
 
 def trial_codes(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -156,13 +156,9 @@ def _capability(device: torch.device) -> str:
     return f"{major}.{minor}"
 
 
-#: the provenance columns of every task_results row (docs/results-schema.md)
-PROVENANCE_COLUMNS = ("device_kind", "device_name", "device_capability", "torch_version", "cuda_version",
-                      "cudnn_version", "tf32_in_effect", "amp_in_effect", "deterministic_in_effect")
-
-
 def provenance(device: torch.device, amp_in_effect: bool) -> dict[str, Any]:
-    """What ran: the device, the versions, and the numerics in effect (read from torch, not the config)."""
+    """What ran: the device, the versions, and the numerics in effect (read from torch, not the config):
+    the values of cil.results_schema.PROVENANCE."""""
     cuda = device.type == "cuda"
     cudnn = torch.backends.cudnn.version() if cuda and torch.backends.cudnn.is_available() else None
     return {

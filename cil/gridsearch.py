@@ -30,23 +30,18 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from cil.approaches import approach_class
-from cil.approaches.base import Approach, TaskContext
+from cil.approaches.base import Approach, TaskContext, train_task
 from cil.approaches.registry import LOSS_PRESET_KEYS, SECTIONS, SPECS
 from cil.config import ExperimentConfig, GridSearchConfig
 from cil.memory import ExemplarMemory
-
-if TYPE_CHECKING:
-    from cil.loop import Experiment
+from cil.results_schema import GRIDSEARCH_COLUMNS
 
 #: generator streams of the candidate trainings (see TaskContext.new_generator)
 LR_STREAM = 101
 KNOB_STREAM = 102
-#: the per-task result columns (one value per task, repeated on the task's rows)
-COLUMNS = ("gridsearch_searched", "gridsearch_lr", "gridsearch_knob", "gridsearch_knob_value",
-           "gridsearch_ft_acc", "gridsearch_trace", "gridsearch_seconds")
 
 
 class Trial(NamedTuple):
@@ -72,9 +67,10 @@ class TaskSearch:
     seconds: float = 0.0
 
     def columns(self) -> dict[str, Any]:
-        """The task's result columns (:data:`COLUMNS`); the trace is JSON of the trials."""
+        """The task's result columns (cil.results_schema.GRIDSEARCH, one value per task, repeated on the
+        task's rows); the trace is JSON of the trials."""
         trace = {"lr": [list(tr) for tr in self.lr_trials], "knob": [list(tr) for tr in self.knob_trials]}
-        return dict(zip(COLUMNS, (self.searched, self.lr, self.knob, self.knob_value, self.ft_acc,
+        return dict(zip(GRIDSEARCH_COLUMNS, (self.searched, self.lr, self.knob, self.knob_value, self.ft_acc,
                                   json.dumps(trace), self.seconds), strict=True))
 
 
@@ -134,7 +130,7 @@ class GridSearch:
         self.lr: float | None = None  # the last chosen values, kept by the tasks after the search
         self.knob_value: float | None = None
 
-    def run_task(self, exp: Experiment, ctx: TaskContext) -> tuple[TaskContext, TaskSearch]:
+    def run_task(self, approach: Approach, ctx: TaskContext) -> tuple[TaskContext, TaskSearch]:
         """Search task ``ctx.t`` when it is one of the first ``train.gridsearch_tasks``; return the
         context the task trains with (its config carrying the chosen values) and the decision."""
         t, start = ctx.t, time.perf_counter()
@@ -142,14 +138,14 @@ class GridSearch:
         ft_acc, lr_trials, knob_trials = None, [], []
         if searched:
             self.lr, ft_acc, lr_trials = pick_lr(lr_candidates(self.g, t, self.lr_first),
-                                                 lambda lr: self._finetuning_accuracy(exp, ctx, lr))
+                                                 lambda lr: self._finetuning_accuracy(ctx, lr))
             if t == 0:
                 self.lr_first = self.lr
             if self.knob is not None and t > 0:
                 floor = (1.0 - self.g.acc_drop_thr) * ft_acc
                 self.knob_value, knob_trials = decay_knob(
                     self.g.knob_start, self.g.hparam_decay, self.g.max_num_searches, floor,
-                    lambda value: self._approach_accuracy(exp, ctx, value, floor))
+                    lambda value: self._approach_accuracy(approach, ctx, value, floor))
         values = self._values(self.lr if self.lr is not None else self.cfg.train.lr, self.knob_value)
         cfg = self.cfg.replace(**values)
         report = TaskSearch(t, searched, cfg.train.lr, self.knob,
@@ -172,26 +168,26 @@ class GridSearch:
     def _candidate_epochs(self) -> dict[str, Any]:
         return {} if self.g.nepochs is None else {"train.nepochs": self.g.nepochs}
 
-    def _finetuning_accuracy(self, exp: Experiment, ctx: TaskContext, lr: float) -> float:
+    def _finetuning_accuracy(self, ctx: TaskContext, lr: float) -> float:
         """Validation TAw accuracy on task t of a finetuning copy of the model trained with ``lr``."""
         cfg = finetuning_config(self.cfg, **{"train.lr": lr} | self._candidate_epochs())
         finetuning = approach_class("finetuning")(cfg)
         fctx = dataclasses.replace(ctx, cfg=cfg, model=copy.deepcopy(ctx.model), old_model=None,
                                    memory=ExemplarMemory(), generator=ctx.new_generator(LR_STREAM), log=None)
-        acc = _train_and_validate(exp, finetuning, fctx)
+        acc = _train_and_validate(finetuning, fctx)
         if ctx.log:
             ctx.log(f"task {ctx.t}: grid search lr {lr:g}: finetuning val TAw {100 * acc:.1f}%")
         return acc
 
-    def _approach_accuracy(self, exp: Experiment, ctx: TaskContext, value: float, floor: float) -> float:
+    def _approach_accuracy(self, run_approach: Approach, ctx: TaskContext, value: float, floor: float) -> float:
         """Validation TAw accuracy on task t of a copy of the approach, model and memory trained with
         the chosen lr and the knob at ``value`` (the old model is shared: it never trains)."""
         cfg = self.cfg.replace(**self._values(self.lr, value) | self._candidate_epochs())
         memo = {} if ctx.old_model is None else {id(ctx.old_model): ctx.old_model}
-        approach, model, memory = copy.deepcopy((exp.approach, ctx.model, ctx.memory), memo)
+        approach, model, memory = copy.deepcopy((run_approach, ctx.model, ctx.memory), memo)
         cctx = dataclasses.replace(ctx, cfg=cfg, model=model, memory=memory,
                                    generator=ctx.new_generator(KNOB_STREAM), log=None)
-        acc = _train_and_validate(exp, approach, cctx)
+        acc = _train_and_validate(approach, cctx)
         if ctx.log:
             ctx.log(f"task {ctx.t}: grid search {self.knob} {value:g}: val TAw {100 * acc:.1f}% "
                     f"(kept if >= {100 * floor:.1f}%)")
@@ -208,11 +204,11 @@ class GridSearch:
         self.lr_first, self.lr, self.knob_value = state["lr_first"], state["lr"], state["knob_value"]
 
 
-def _train_and_validate(exp: Experiment, approach: Approach, ctx: TaskContext) -> float:
+def _train_and_validate(approach: Approach, ctx: TaskContext) -> float:
     """Every training hook of task t on this context (through the memory update, as the task itself
     trains), then the approach's validation TAw accuracy on task t's own validation split."""
-    exp.train_task(ctx, approach)
-    taw, _ = exp.trainer.evaluate(approach, ctx, [ctx.task_data("val")], tasks=[ctx.t])
+    train_task(approach, ctx)
+    taw, _ = ctx.trainer.evaluate(approach, ctx, [ctx.task_data("val")], tasks=[ctx.t])
     return taw[0]
 
 

@@ -18,7 +18,7 @@ import torch
 
 from cil import metrics
 from cil.approaches import make_approach
-from cil.approaches.base import Approach, TaskContext, task_seed
+from cil.approaches.base import TaskContext, task_seed, train_task
 from cil.config import MACHINE_KEYS, ExperimentConfig
 from cil.data import Dataset, load_dataset, make_scenario
 from cil.data.placement import DeviceScenario, memory_budget
@@ -26,7 +26,7 @@ from cil.device import apply_numerics, check_amp, oom_error, provenance
 from cil.gridsearch import GridSearch, TaskSearch
 from cil.memory import ExemplarMemory
 from cil.networks import IncrementalNet, make_backbone
-from cil.results import TERM_PREFIX
+from cil.results_schema import TERM_PREFIX
 from cil.training import EpochRecord, FitReport, Trainer, frozen_copy
 
 STATE_VERSION = 2  # 2: the approach's own state ("approach") joined the model and the memory
@@ -82,7 +82,7 @@ class Experiment:
         self.trainer = Trainer(cfg, self.dataset, self.device)
         if cfg.train.compile:  # the backbone only: heads are added per task (state_dict keys unchanged)
             self.model.backbone.compile()
-        #: what ran (cil.device.PROVENANCE_COLUMNS): a column of every task_results row
+        #: what ran (cil.results_schema.PROVENANCE): a column of every task_results row
         self.provenance = provenance(self.device, self.trainer.autocast_dtype is not None)
 
     def add_head(self, t: int) -> None:
@@ -91,9 +91,6 @@ class Experiment:
         n = self.scenario.taskcla[t][1]
         self.model.add_head(n, self.approach.make_head(self.model, t, n))
         self.model.heads[t].to(self.device)
-
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trainer.inputs(x)
 
     def begin_task(self, t: int) -> TaskContext:
         """The old model (the model after task t-1, when the approach uses one), task t's head, and the
@@ -108,21 +105,6 @@ class Experiment:
         return TaskContext(t=t, cfg=self.cfg, model=self.model, old_model=old_model, memory=self.memory,
                            scenario=self.scenario, device=self.device, generator=gen, trainer=self.trainer,
                            log=self.log, after_epoch=self.after_epoch)
-
-    def train_task(self, ctx: TaskContext, approach: Approach | None = None) -> FitReport:
-        """Every hook of one task up to the memory update (the part before evaluation), by the run's
-        approach or another one (the grid search trains copies on copies of the context)."""
-        a = self.approach if approach is None else approach
-        a.before_task(ctx)
-        train = a.training_set(ctx)
-        val = a.validation_set(ctx)
-        if ctx.log:
-            ctx.log(f"task {ctx.t}: training on {len(train[1])} samples, classes {ctx.num_new_classes}")
-        report = a.fit(ctx, train, val)
-        a.after_fit(ctx)
-        a.update_memory(ctx)
-        a.after_memory_update(ctx)
-        return report
 
 
 def _validate_state(cfg: ExperimentConfig, state: dict[str, Any]) -> None:
@@ -186,8 +168,8 @@ def _run(cfg: ExperimentConfig, state: dict[str, Any] | None, log: Log | None,
         ctx = exp.begin_task(t)
         chosen = None
         if search is not None:
-            ctx, chosen = search.run_task(exp, ctx)
-        report = exp.train_task(ctx)
+            ctx, chosen = search.run_task(exp.approach, ctx)
+        report = train_task(exp.approach, ctx)
         seconds.append(report.seconds)
         eval_start = time.perf_counter()
         named = exp.trainer.evaluate_named(exp.approach, ctx, tests[: t + 1])
@@ -205,7 +187,7 @@ def _run(cfg: ExperimentConfig, state: dict[str, Any] | None, log: Log | None,
 
 
 def epoch_rows(cfg: ExperimentConfig, t: int, report: FitReport) -> list[dict[str, Any]]:
-    """Task t's rows of the epochs table (cil.results.EPOCH_COLUMNS), one per epoch of its FitReport;
+    """Task t's rows of the epochs table (cil.results_schema.EPOCH_COLUMNS), one per epoch of its FitReport;
     each loss term's mean is a column ``term.<name>``."""
     ident = {"approach": cfg.approach, "seed": cfg.run.seed, "task": t}
     return [ident | {"epoch": r.epoch, "train_loss": r.train_loss, "val_loss": r.val_loss,

@@ -23,8 +23,7 @@ from torch.nn import functional as F
 
 from cil.catalog import NETWORK_NAMES, NETWORKS
 
-__all__ = ["BACKBONES", "ConvNet", "CosineLinear", "IncrementalNet", "ResNet18", "ResNet32", "make_backbone",
-           "make_net"]
+__all__ = ["BACKBONES", "ConvNet", "CosineLinear", "IncrementalNet", "ResNet18", "ResNet32", "make_backbone"]
 
 
 def _kaiming_init(module: nn.Module) -> None:
@@ -335,19 +334,6 @@ class IncrementalNet(nn.Module):
         for p in self.backbone.parameters():
             p.requires_grad_(False)
 
-    def unfreeze_backbone(self) -> None:
-        for p in self.backbone.parameters():
-            p.requires_grad_(True)
-
-    def freeze_all(self) -> None:
-        """Freeze every parameter, heads included (e.g. the frozen teacher of distillation)."""
-        for p in self.parameters():
-            p.requires_grad_(False)
-
-    def unfreeze_all(self) -> None:
-        for p in self.parameters():
-            p.requires_grad_(True)
-
     def freeze_bn(self) -> None:
         """Put the backbone's BatchNorm layers in eval mode; call again after every ``train()``."""
         for m in self.backbone.modules():
@@ -380,8 +366,3 @@ def full_precision(device_type: str) -> Iterator[None]:
     with torch.autocast(device_type, enabled=False):
         yield
 
-
-def make_net(name: str, in_channels: int, image_size: int) -> IncrementalNet:
-    """Shortcut: :func:`make_backbone` wrapped in an :class:`IncrementalNet` with no heads yet."""
-    backbone, dim = make_backbone(name, in_channels, image_size)
-    return IncrementalNet(backbone, dim)

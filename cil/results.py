@@ -4,7 +4,8 @@ Files are named by (trial, task), so a retried or resumed trial overwrites its o
 adding duplicate rows, and readers never see a half-written file (temp name, then rename). Once a trial
 has finished, :func:`compact_trial` merges its per-task files into one per table, so a large sweep is
 not read back as millions of small files. Merges are journaled (a hidden pending file that names the
-parts it replaces), so a process killed at any moment loses and duplicates nothing.
+parts it replaces), so a process killed at any moment loses and duplicates nothing. Every file has its
+table's declared schema (cil.results_schema), so any reader sees the same types in every file.
 """
 
 from __future__ import annotations
@@ -22,21 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from cil.errors import PermanentError
-
-TASK_RESULTS = "task_results"
-HEADS = "heads"
-EPOCHS = "epochs"
-TABLES = (TASK_RESULTS, HEADS, EPOCHS)
-TASK_COLUMNS = ("sweep", "trial_id", "approach", "seed", "dataset", "num_tasks", "network", "task",
-                "eval_task", "classes_seen", "acc_taw", "acc_tag", "forg_taw", "forg_tag", "train_seconds")
-HEAD_COLUMNS = ("sweep", "trial_id", "approach", "seed", "task", "head", "weight_norm", "bias_mean")
-# One row per trained epoch; each loss term's epoch mean is a further column named TERM_PREFIX + term.
-EPOCH_COLUMNS = ("sweep", "trial_id", "approach", "seed", "task", "epoch", "train_loss", "val_loss", "val_acc_taw",
-                 "lr", "seconds")
-# Written too, NaN unless train.eval_on_train (FACIL's --eval-on-train); not required of older files.
-EPOCH_EVAL_ON_TRAIN_COLUMNS = ("train_eval_loss", "train_eval_acc_taw")
-TERM_PREFIX = "term."
-
+from cil.results_schema import EPOCHS, HEADS, TABLES, TASK_RESULTS, conform, to_arrow
 
 # OSErrors of a storage that refuses writes: a retry cannot fix them (errno, or the text pyarrow and
 # object stores give when they carry no errno).
@@ -88,11 +75,11 @@ def write_parquet(table: pa.Table, path: str, filesystem: pafs.FileSystem | None
 
 
 def write_table(rows: list[dict[str, Any]], results_dir: str, table: str, file_stem: str) -> str:
-    """Write ``rows`` as ``<results_dir>/<table>/<file_stem>.parquet`` atomically; return its path."""
-    if table not in TABLES:
-        raise ValueError(f"table = {table!r} is not valid: use one of {', '.join(map(repr, TABLES))}")
+    """Write ``rows`` as ``<results_dir>/<table>/<file_stem>.parquet`` atomically, with the table's declared
+    schema (cil.results_schema: every column typed, nulls included); return its path."""
+    data = to_arrow(rows, table)
     fs, base = resolve(results_dir)
-    return write_parquet(pa.Table.from_pylist(rows), join(base, table, f"{file_stem}.parquet"), fs)
+    return write_parquet(data, join(base, table, f"{file_stem}.parquet"), fs)
 
 
 def write_task(task_rows: list[dict[str, Any]], head_rows: list[dict[str, Any]], results_dir: str,
@@ -136,7 +123,7 @@ def _merge_files(results_dir: str, keep: Callable[[str], bool], target: Callable
         inputs = list(parts)
         if include_target and fs.get_file_info(join(folder, name)).type == pafs.FileType.File:
             inputs.insert(0, join(folder, name))
-        merged = newest_rows([pq.read_table(p, filesystem=fs) for p in inputs])
+        merged = conform(newest_rows([pq.read_table(p, filesystem=fs) for p in inputs]), table)
         replaces = json.dumps([p.rpartition("/")[2] for p in parts]).encode()
         merged = merged.replace_schema_metadata((merged.schema.metadata or {}) | {REPLACES_KEY: replaces})
         pending = join(folder, PENDING_PREFIX + name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from cil.extras import require
-from cil.results import TERM_PREFIX
+from cil.results_schema import TERM_PREFIX
 
 EPOCH_SCALARS = {"train_loss": "train_loss", "lr": "train_lr", "seconds": "train_seconds",
                  "val_loss": "valid_loss", "val_acc_taw": "valid_acc_taw"}

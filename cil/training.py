@@ -15,47 +15,17 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 import torch.fx.experimental.optimization as fx_optimization
 
-from cil.approaches.base import Approach, Loss, Split, Step, TaskContext
+from cil.approaches.base import Approach, EpochRecord, FitReport, Loss, Split, Step, TaskContext
 from cil.config import ExperimentConfig, TrainConfig
 from cil.data import Dataset, augment, normalize
 from cil.data.placement import rows
 from cil.errors import DivergedError
 from cil.metrics import task_accuracies
 from cil.networks import IncrementalNet
-
-
-@dataclass
-class EpochRecord:
-    """One training epoch of a task: sample means of the loss and of each named term, the validation
-    loss and the heads' task-aware validation accuracy, the lr it trained with, its wall time.
-
-    ``train_eval_loss`` / ``train_eval_acc_taw``: with ``train.eval_on_train``, the validation loss and
-    task-aware accuracy measured on the training set (unaugmented, model in eval mode) after the epoch,
-    as FACIL's ``--eval-on-train`` logs them; NaN when it is off.
-    """
-
-    epoch: int
-    train_loss: float
-    terms: dict[str, float]
-    val_loss: float
-    val_acc_taw: float
-    lr: float
-    seconds: float
-    train_eval_loss: float = math.nan
-    train_eval_acc_taw: float = math.nan
-
-
-@dataclass
-class FitReport:
-    epochs: int
-    best_val_loss: float
-    seconds: float
-    records: list[EpochRecord] = field(default_factory=list)
 
 
 class Trainer:

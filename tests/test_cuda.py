@@ -14,6 +14,7 @@ import textwrap
 
 import pytest
 import torch
+from test_gpu_path import first_step_under_autocast
 
 from cil.approaches.registry import SPECS
 from cil.config import ExperimentConfig
@@ -79,14 +80,7 @@ def test_bf16_autocast_keeps_heads_losses_grad_cam_and_scores_in_fp32() -> None:
         return
     exp = Experiment(_cfg(approach="lwm", train__amp=True, train__nepochs=1))
     assert exp.trainer.autocast_dtype == torch.bfloat16 and exp.provenance["amp_in_effect"]
-    exp.train_task(exp.begin_task(0))
-    ctx = exp.begin_task(1)
-    exp.approach.before_task(ctx)
-    x, y = ctx.task_data("train")
-    xb = exp.trainer.inputs(x[:32], ctx.generator)
-    with exp.trainer.autocast():
-        step = exp.approach.forward(ctx, xb, y[:32], "train")
-        assert ctx.model.backbone(xb).dtype == torch.bfloat16
+    ctx, step = first_step_under_autocast(exp, 32)
     assert all(z.dtype == torch.float32 for z in [*step.logits, *step.old_logits, *step.extras["attention"]])
     loss = exp.approach.loss(ctx, step)
     assert all(v.dtype == torch.float32 for v in [loss.total, *loss.terms.values()])

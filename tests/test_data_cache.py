@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,10 +14,19 @@ from PIL import Image
 from benchmarks.fake_imagenet import write_fake_imagenet
 from cil import ExperimentConfig, run
 from cil.data import DataError, load_dataset
-from cil.data.cache import decode_image, decode_threads, read_log
+from cil.data.cache import LOG_NAME, decode_image, decode_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES, TRAIN, TEST, SIZE = 6, 8, 3, 16
+
+
+def read_log(folder: str | os.PathLike) -> list[dict]:
+    """The records of the cache's decode log in ``folder`` (empty when nothing was decoded there)."""
+    try:
+        with open(os.path.join(os.fspath(folder), LOG_NAME), encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
 
 
 @pytest.fixture(scope="module")

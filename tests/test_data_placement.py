@@ -7,12 +7,12 @@ import time
 
 import pytest
 import torch
+from test_data_cache import read_log
 
 from benchmarks.fake_imagenet import write_fake_imagenet
 from cil import ExperimentConfig, run
 from cil.config import ConfigError
 from cil.data import load_dataset, make_scenario
-from cil.data.cache import read_log
 from cil.data.placement import GIB, DeviceScenario, memory_budget
 
 CLASSES, TRAIN, TEST, SIZE = 6, 8, 3, 16

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from cil.approaches.base import task_seed
+from cil.approaches.base import task_seed, train_task
 from cil.approaches.dmc import DoubleDistillation, match_channels, reinitialise
 from cil.config import ConfigError, ExperimentConfig
 from cil.loop import Experiment, run
@@ -20,7 +20,7 @@ CFG = {"approach": "dmc", "data.dataset": "digits", "data.num_tasks": 2, "model.
 
 def test_specialist_then_double_distillation():
     exp = Experiment(ExperimentConfig.from_dict(CFG))
-    exp.train_task(exp.begin_task(0))
+    train_task(exp.approach, exp.begin_task(0))
     ctx = exp.begin_task(1)
     dmc = exp.approach
     dmc.before_task(ctx)

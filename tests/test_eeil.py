@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from cil.approaches.base import Step
+from cil.approaches.base import Step, train_task
 from cil.approaches.eeil import EEIL, softmax_bce
 from cil.config import ExperimentConfig
 from cil.loop import Experiment, run
@@ -93,7 +93,7 @@ def test_softmax_bce_matches_torch():
 
 def _first_task(**over):
     exp = Experiment(ExperimentConfig.from_dict(CFG | over))
-    exp.train_task(exp.begin_task(0))
+    train_task(exp.approach, exp.begin_task(0))
     return exp.model
 
 
@@ -118,7 +118,7 @@ def test_balanced_herding_picks_each_new_classs_herding_order():
     from cil.memory import herding_order
 
     exp = Experiment(ExperimentConfig.from_dict(CFG | {"eeil.balanced_herding": True, "eeil.nepochs_finetuning": 0}))
-    exp.train_task(exp.begin_task(0))
+    train_task(exp.approach, exp.begin_task(0))
     ctx = exp.begin_task(1)
     x, y = ctx.task_data("train")
     bx, by = exp.approach.balanced_set(ctx)

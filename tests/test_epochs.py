@@ -12,7 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 
 import analysis
-from cil.results import EPOCH_COLUMNS
+from cil.results_schema import EPOCH_COLUMNS
 
 NEPOCHS = 3
 

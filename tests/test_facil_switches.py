@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cil import ExperimentConfig, run
+from cil.approaches.base import train_task
 from cil.config import ConfigError
 from cil.loop import Experiment
 from cil.metrics import task_accuracies
@@ -27,7 +28,7 @@ def _train_two_tasks(**over):
         ctx = exp.begin_task(t)
         bn.append(_bn_buffers(exp.model))
         conv.append(exp.model.backbone.convs[0].weight.detach().clone())
-        reports.append(exp.train_task(ctx))
+        reports.append(train_task(exp.approach, ctx))
     bn.append(_bn_buffers(exp.model))
     conv.append(exp.model.backbone.convs[0].weight.detach().clone())
     return {"exp": exp, "ctx": ctx, "bn": bn, "conv": conv, "reports": reports}

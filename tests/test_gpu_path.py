@@ -11,11 +11,13 @@ import pytest
 import torch
 
 import cil.device
+from cil.approaches.base import Step, TaskContext, train_task
 from cil.approaches.il2m import class_sums
 from cil.approaches.lwm import top_class_columns
 from cil.config import ConfigError, ExperimentConfig
-from cil.device import CUBLAS_WORKSPACE, PROVENANCE_COLUMNS, CudaOutOfMemoryError, CudaUnusableError
+from cil.device import CUBLAS_WORKSPACE, CudaOutOfMemoryError, CudaUnusableError
 from cil.loop import Experiment, run
+from cil.results_schema import PROVENANCE_COLUMNS
 from tune.trainable import visible_index
 
 FAST = {"data.dataset": "digits", "data.num_tasks": 2, "model.network": "convnet", "train.nepochs": 2,
@@ -83,6 +85,21 @@ def test_cudnn_benchmark_needs_determinism_off() -> None:
 
 # ---- fp32 where bf16 would change results ----------------------------------------------------------
 
+def first_step_under_autocast(exp: Experiment, batch: int) -> tuple[TaskContext, Step]:
+    """Task 0 trained, then task 1's first ``batch`` training samples through the approach's forward under
+    the trainer's bf16 autocast (tests/test_cuda.py runs it on CUDA with train.amp)."""
+    train_task(exp.approach, exp.begin_task(0))
+    exp.trainer.autocast_dtype = torch.bfloat16
+    ctx = exp.begin_task(1)
+    exp.approach.before_task(ctx)
+    x, y = ctx.task_data("train")
+    xb = exp.trainer.inputs(x[:batch], ctx.generator)
+    with exp.trainer.autocast():
+        step = exp.approach.forward(ctx, xb, y[:batch], "train")
+        assert ctx.model.backbone(xb).dtype == torch.bfloat16  # the autocast is real
+    return ctx, step
+
+
 @pytest.mark.parametrize("approach, extra", [
     ("lwf", {}), ("lucir", {"memory.num_exemplars_per_class": 2}), ("icarl", {"memory.num_exemplars_per_class": 2}),
     ("lwm", {}), ("il2m", {"memory.num_exemplars_per_class": 2}),
@@ -91,15 +108,7 @@ def test_heads_losses_grad_cam_and_scores_are_fp32_under_autocast(approach, extr
     """The trainer's autocast (bf16 on the CPU here, as on CUDA with train.amp) covers the backbone only."""
     exp = Experiment(ExperimentConfig.from_dict(FAST | extra | {"approach": approach, "train.nepochs": 1,
                                                                "run.device": "cpu"}))
-    exp.train_task(exp.begin_task(0))
-    exp.trainer.autocast_dtype = torch.bfloat16
-    ctx = exp.begin_task(1)
-    exp.approach.before_task(ctx)
-    x, y = ctx.task_data("train")
-    xb = exp.trainer.inputs(x[:16], ctx.generator)
-    with exp.trainer.autocast():
-        step = exp.approach.forward(ctx, xb, y[:16], "train")
-        assert ctx.model.backbone(xb).dtype == torch.bfloat16  # the autocast is real
+    ctx, step = first_step_under_autocast(exp, 16)
     assert all(z.dtype == torch.float32 for z in step.logits) and step.features.dtype == torch.float32
     assert all(z.dtype == torch.float32 for z in step.old_logits or [])
     for z in step.extras.get("attention", ()):  # LwM's Grad-CAM maps
@@ -109,6 +118,7 @@ def test_heads_losses_grad_cam_and_scores_are_fp32_under_autocast(approach, extr
     exp.approach.after_fit(ctx)
     exp.approach.update_memory(ctx)
     exp.approach.after_memory_update(ctx)
+    x, y = ctx.task_data("train")
     with torch.inference_mode():
         with exp.trainer.autocast():
             step = exp.approach.forward(ctx, exp.trainer.inputs(x[:16]), y[:16], "test")

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
-from cil.device import CUBLAS_WORKSPACE, PROVENANCE_COLUMNS
+from cil.device import CUBLAS_WORKSPACE
+from cil.results_schema import PROVENANCE_COLUMNS
 from tune.paths import SweepPaths
 from tune.spec import parse_spec
 

@@ -13,12 +13,14 @@ import pytest
 import torch
 import yaml
 
-from analysis.schema import ROW_COLUMNS
 from cil import ExperimentConfig, run
+from cil.approaches.base import train_task
 from cil.approaches.registry import SECTIONS, SPECS
 from cil.config import _LEAVES, ConfigError, GridSearchConfig
-from cil.gridsearch import COLUMNS, decay_knob, finetuning_config, lr_candidates, pick_lr
+from cil.gridsearch import decay_knob, finetuning_config, lr_candidates, pick_lr
 from cil.loop import Experiment
+from cil.results_schema import GRIDSEARCH_COLUMNS as COLUMNS
+from cil.results_schema import ROW_COLUMNS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {"data.dataset": "digits", "model.network": "convnet", "train.nepochs": 1, "train.lr_patience": 1,
@@ -164,7 +166,7 @@ def test_each_knob_reaches_the_loss_through_the_tasks_config(name):
     key = SPECS[name].stability.key
     cfg = ExperimentConfig.from_dict(SMALL | {"approach": name, "data.num_tasks": 5, "memory.num_exemplars": 20})
     exp = Experiment(cfg)
-    exp.train_task(exp.begin_task(0))
+    train_task(exp.approach, exp.begin_task(0))
     ctx = exp.begin_task(1)
     exp.approach.before_task(ctx)
     torch.manual_seed(0)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from cil import ExperimentConfig, losses, run
+from cil.approaches.base import train_task
 from cil.config import ConfigError
 from cil.loop import Experiment
 from cil.networks import CosineLinear
@@ -56,7 +57,7 @@ def _trained(cfg, tasks):
     """An experiment after ``tasks`` tasks, and the context of the next one (its head added)."""
     exp = Experiment(cfg)
     for t in range(tasks):
-        exp.train_task(exp.begin_task(t))
+        train_task(exp.approach, exp.begin_task(t))
     return exp, exp.begin_task(tasks)
 
 
@@ -145,9 +146,9 @@ def test_lucir_warns_without_exemplars_and_checks_K():
         Experiment(_cfg(**{"memory.num_exemplars": 0, "data.num_tasks": 2}))
     cfg = _cfg(**{"data.num_tasks": 5, "lucir.K": 3})  # 2 classes per task
     exp = Experiment(cfg)
-    exp.train_task(exp.begin_task(0))
+    train_task(exp.approach, exp.begin_task(0))
     with pytest.raises(ConfigError, match="lucir.K = 3"):
-        exp.train_task(exp.begin_task(1))
+        train_task(exp.approach, exp.begin_task(1))
 
 
 @pytest.mark.parametrize("values, fragment", [

@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 import torch
 
+from cil.approaches.base import train_task
 from cil.approaches.lwm import attention_distillation, grad_cam, resolve_layer
 from cil.approaches.registry import LOSS_WEIGHT_NAMES, SPECS
 from cil.config import ConfigError, ExperimentConfig
@@ -22,7 +23,7 @@ CFG = {"approach": "lwm", "data.dataset": "digits", "data.num_tasks": 2, "model.
 def _task1(**over):
     """An LwM experiment after task 0 (one epoch), at the start of task 1: context, a batch."""
     exp = Experiment(ExperimentConfig.from_dict(CFG | over))
-    exp.train_task(exp.begin_task(0))
+    train_task(exp.approach, exp.begin_task(0))
     ctx = exp.begin_task(1)
     exp.approach.before_task(ctx)
     x, y = ctx.task_data("train")
@@ -119,7 +120,7 @@ def test_fix_bn_holds_for_lwm_unless_facils_train_mode_undoes_it(facil):
     """train.fix_bn freezes BatchNorm's statistics after task 0; FACIL's LwM calls model.train() after
     each Grad-CAM pass, so there they train again (lwm.facil_fix_bn)."""
     exp = Experiment(ExperimentConfig.from_dict(CFG | {"train.fix_bn": True, "lwm.facil_fix_bn": facil}))
-    exp.train_task(exp.begin_task(0))
+    train_task(exp.approach, exp.begin_task(0))
     before = exp.model.backbone.bns[0].running_mean.clone()
-    exp.train_task(exp.begin_task(1))
+    train_task(exp.approach, exp.begin_task(1))
     assert torch.equal(exp.model.backbone.bns[0].running_mean, before) != facil

@@ -7,9 +7,14 @@ import torch
 from torch import nn
 
 from cil.memory import ExemplarMemory, distance_order, entropy_order, herding_order
-from cil.networks import make_net
+from cil.networks import IncrementalNet, make_backbone
 
 CPU = torch.device("cpu")
+
+
+def make_net(name: str, in_channels: int, image_size: int) -> IncrementalNet:
+    """A backbone in an IncrementalNet with no heads yet, as cil.loop builds one."""
+    return IncrementalNet(*make_backbone(name, in_channels, image_size))
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:

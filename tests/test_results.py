@@ -5,6 +5,7 @@ import warnings
 
 import pandas as pd
 import pyarrow as pa
+import pytest
 
 import analysis
 from cil.results import compact_trial, discard_tasks_from, write_parquet, write_task
@@ -105,3 +106,99 @@ def test_a_resumed_trial_drops_the_epochs_it_redoes(tmp_path):
     df = analysis.load_epochs(results)
     assert df.groupby("task")["lr"].max().to_dict() == {0: 0.1, 1: 0.01}
     assert os.listdir(os.path.join(results, "epochs")) == ["a.parquet"]
+
+
+def _approach_rows(approach: str, trial: str, t: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """Task t's rows of one trial of ``approach``, its config columns as a real run writes them."""
+    from cil.config import ExperimentConfig
+
+    flat = ExperimentConfig.from_dict({"approach": approach, "data.dataset": "digits", "data.num_tasks": 2}).to_flat()
+    ident = dict(sweep="mix", trial_id=trial, approach=approach, seed=0)
+    rows = [ident | dict(dataset="digits", num_tasks=2, network="convnet", task=t, eval_task=u,
+                         classes_seen=5 * (t + 1), acc_taw=0.8, acc_tag=0.6, forg_taw=0.0, forg_tag=0.1 * u,
+                         train_seconds=1.0) | flat | ({"acc_taw_heads": 0.7, "acc_tag_heads": 0.5}
+                                                       if approach == "icarl" else {})
+            for u in range(t + 1)]
+    heads = [ident | dict(task=t, head=h, weight_norm=1.0, bias_mean=0.0) for h in range(t + 1)]
+    terms = {"term.ce_pred": 1.0} | ({f"term.{approach}_only": 0.5} if t > 0 else {})
+    epochs = [ident | dict(task=t, epoch=1, train_loss=1.0, val_loss=1.0, val_acc_taw=0.5, lr=0.1, seconds=0.1)
+              | terms]
+    return rows, heads, epochs
+
+
+def test_plain_pandas_reads_a_mixed_approach_sweep_mid_run_and_after_an_errored_trial(tmp_path):
+    """Each approach leaves other approaches' sections null: the writer types every column anyway, so the
+    per-task files of a running sweep, an errored trial's (never merged) and merged ones read as one table
+    (before the declared schema: ArrowNotImplementedError: Unsupported cast from double to null)."""
+    import pyarrow.dataset as ds
+
+    results = str(tmp_path / "results")
+    approaches = ("lwf", "lucir", "finetuning", "ewc", "icarl")
+    for i, approach in enumerate(approaches):  # mid-run: task 0 of every trial written, nothing merged
+        rows, heads, epochs = _approach_rows(approach, f"t{i}", 0)
+        write_task(rows, heads, results, f"t{i}", 0, epochs)
+    for table in ("task_results", "heads", "epochs"):
+        frame = pd.read_parquet(os.path.join(results, table))
+        assert sorted(frame["approach"].unique()) == sorted(approaches), table
+    task = pd.read_parquet(os.path.join(results, "task_results"))
+    assert task.loc[task["approach"] == "lucir", "lucir.lamb_mr"].notna().all()
+    assert task.loc[task["approach"] != "lucir", "lucir.lamb_mr"].isna().all()
+    for i, approach in enumerate(approaches[1:], start=1):  # every trial but t0 finishes and is merged
+        rows, heads, epochs = _approach_rows(approach, f"t{i}", 1)
+        write_task(rows, heads, results, f"t{i}", 1, epochs)
+        compact_trial(results, f"t{i}")
+    # t0 errored after task 0: its per-task files stay beside the merged ones
+    assert "t0_t000.parquet" in os.listdir(os.path.join(results, "task_results"))
+    task = pd.read_parquet(os.path.join(results, "task_results"))
+    assert len(task) == 1 + 4 * 3 and set(task["trial_id"]) == {f"t{i}" for i in range(5)}
+    assert task["train.lr"].dtype == "float64" and task["seed"].dtype == "int64"
+    dataset = ds.dataset(os.path.join(results, "task_results"), format="parquet")
+    assert dataset.to_table().num_rows == len(task)
+    assert len(pd.read_parquet(os.path.join(results, "epochs"))) == 5 + 4
+    loaded = analysis.load(results)  # the checked reader agrees
+    assert len(loaded) == len(task) and loaded.groupby("trial_id")["complete"].first().sum() == 4
+    trials = analysis.trial_metrics(loaded)  # an other score set's accuracy varies per row: not a trial column
+    assert "lucir.lamb_mr" in trials.columns and "acc_taw_heads" not in trials.columns
+
+
+def test_a_column_the_schema_does_not_declare_is_refused_by_name(tmp_path):
+    from cil.results_schema import SchemaError
+
+    rows, heads, epochs = _rows("a", 0)
+    with pytest.raises(SchemaError, match=r"column 'typo_column' of table 'task_results' is not declared"):
+        write_task([r | {"typo_column": 1} for r in rows], heads, str(tmp_path), "a", 0, epochs)
+    with pytest.raises(SchemaError, match=r"do not fit its declared schema"):
+        write_task([r | {"task": "zero"} for r in rows], heads, str(tmp_path), "a", 0, epochs)
+
+
+def test_a_merge_gives_files_of_older_writers_the_declared_types(tmp_path):
+    """A part written before the schema was declared (its all-null column typed null, a column since
+    removed) merges with a new one into a file with every declared type; the old column is kept."""
+    import pyarrow.parquet as pq
+
+    results = tmp_path / "results"
+    rows, heads, epochs = _rows("a", 0, num_tasks=2)
+    old = [r | {"loss.lamb": None, "retired_column": "x"} for r in rows]
+    (results / "task_results").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(old), results / "task_results" / "a_t000.parquet")  # inferred: null
+    rows, heads, epochs = _rows("a", 1, num_tasks=2)
+    write_task([r | {"loss.lamb": 2.0} for r in rows], heads, str(results), "a", 1, epochs)
+    compact_trial(str(results), "a")
+    merged = pq.read_table(results / "task_results" / "a.parquet")
+    assert merged.schema.field("loss.lamb").type == pa.float64() and merged.num_rows == 3
+    assert merged.schema.field("lucir.lamb_mr").type == pa.float64()  # declared, all null
+    assert merged.column_names[-1] == "retired_column"
+    assert merged.column("loss.lamb").to_pylist() == [None, 2.0, 2.0]
+
+
+def test_every_config_key_is_a_typed_column_of_task_results():
+    from cil.config import leaf_types
+    from cil.results_schema import TASK_RESULTS, arrow_schema
+
+    schema = arrow_schema(TASK_RESULTS)
+    assert set(leaf_types()) <= set(schema.names)
+    assert not [f.name for f in schema if pa.types.is_null(f.type)]
+    assert schema.field("train.lr").type == pa.float64() and schema.field("run.seed").type == pa.int64()
+    assert schema.field("data.nc_first_task").type == pa.int64()  # int | None: nullable, still typed
+    lists = {k for k, tp in leaf_types().items() if "list" in str(tp)}
+    assert lists and all(pa.types.is_list(schema.field(k).type) for k in lists)

@@ -11,8 +11,7 @@ import quickstart_results as qs
 
 import analysis
 from analysis import cli
-from analysis.table import LABELS
-from tune.report import final_table
+from analysis.table import LABELS, final_table
 
 WIDTH = 120
 COMPACT = ["approach", "n", "TAg acc", "Δ TAg acc", "TAw acc", "TAg avg inc acc", "Δ TAg avg inc acc", "TAg forg"]

@@ -1,9 +1,9 @@
-"""The end-of-sweep table's fallback (used when the analysis package is not importable)."""
+"""The table a sweep prints when it ends: analysis's summary of the Parquet rows (one implementation)."""
 
 from __future__ import annotations
 
+from analysis import final_table
 from cil.results import write_task
-from tune.report import per_trial_table, read_task_results
 
 
 def rows(trial: str, approach: str, task: int, accs: list[float]) -> list[dict]:
@@ -14,12 +14,12 @@ def rows(trial: str, approach: str, task: int, accs: list[float]) -> list[dict]:
             for u, a in enumerate(accs)]
 
 
-def test_per_trial_table_from_parquet(tmp_path) -> None:
-    for trial, approach in (("a", "lwf"), ("b", "lwf-s")):
+def test_final_table_summarises_mixed_trials(tmp_path) -> None:
+    for trial, approach in (("a", "lwf"), ("b", "lwf-s")):  # one trial's config column null, the other's set
         write_task(rows(trial, approach, 0, [0.9]), [], str(tmp_path), trial, 0)
         write_task(rows(trial, approach, 1, [0.4, 0.8]), [], str(tmp_path), trial, 1)
-    df = read_task_results(str(tmp_path))  # one file's column is all-null, the other's typed
-    assert len(df) == 6
-    table = per_trial_table(df)
-    assert "lwf-s" in table and "0.600" in table and "0.500" in table  # mean TAg acc; old-task forgetting
-    assert per_trial_table(read_task_results(str(tmp_path / "none"))) == "(no results)"
+    table = final_table(str(tmp_path))
+    row = next(line for line in table.splitlines() if line.startswith("| lwf-s "))
+    # TAg and TAw accuracy after the last task, TAg average incremental accuracy, TAg forgetting
+    assert [c.strip() for c in row.strip("|").split("|")] == ["lwf-s", "1", "60.0", "60.0", "75.0", "50.0"]
+    assert final_table(str(tmp_path / "none")).startswith("(no summary: ")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from cil.config import ExperimentConfig
-from cil.results import EPOCH_COLUMNS, HEAD_COLUMNS, TASK_COLUMNS
+from cil.results_schema import EPOCH_COLUMNS, HEAD_COLUMNS, TASK_COLUMNS
 from tune.paths import SweepError, SweepPaths
 from tune.spec import parse_spec
 from tune.sweep import run_sweep
@@ -174,3 +174,41 @@ def test_quickstart_preset_completes(ray_session, tmp_path) -> None:
     table = summary(df, baseline="lwf").set_index("approach")
     for metric in ("final_acc_tag", "avg_inc_acc_tag"):
         assert table.loc["lwf-s", f"{metric}_delta"] - table.loc["lwf-s", f"{metric}_delta_ci95"] > 0, metric
+
+
+@pytest.mark.slow
+def test_plain_pandas_reads_a_mixed_approach_sweep_while_it_runs_and_after_its_trials_errored(
+        ray_session, tmp_path) -> None:
+    """lwf, lucir, finetuning and ewc on digits, each trial failing after task 0 with no retry (the
+    'fault' sweep's injected failure): pandas polls the results folder during the sweep and reads the
+    errored trials' unmerged files after it (before the declared schema: ArrowNotImplementedError:
+    Unsupported cast from double to null)."""
+    import threading
+
+    spec = parse_spec({"base": FAST, "grid": {"approach": ["lwf", "lucir", "finetuning", "ewc"], "run.seed": [0]},
+                       "resources": {"cpu": 1}, "failure": {"max_failures": 0}})
+    folder = tmp_path / "fault" / "results" / "task_results"
+    done, reads, errors = threading.Event(), [], []
+
+    def poll() -> None:
+        while not done.is_set():
+            if folder.is_dir() and any(p.suffix == ".parquet" for p in folder.iterdir()):
+                try:
+                    reads.append(set(pd.read_parquet(folder)["approach"]))
+                except Exception as err:  # what the user would see
+                    errors.append(err)
+            done.wait(0.2)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        outcome = run_sweep(spec, SweepPaths(str(tmp_path), "fault"), verbose=0)
+    finally:
+        done.set()
+        poller.join()
+    assert not errors, errors[:1]
+    assert reads, "no poll saw a results file while the sweep ran"
+    assert len(outcome.errored) == 4
+    rows = pd.read_parquet(folder)
+    assert set(rows["approach"]) == {"lwf", "lucir", "finetuning", "ewc"} and (rows["task"] == 0).all()
+    assert rows.loc[rows["approach"] == "lucir", "lucir.lamb_mr"].notna().all()

@@ -10,16 +10,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tune.paths import SweepError, SweepPaths, absolute_storage
-from tune.spec import SpecError, SweepSpec, check_capacity, load_spec
+from tune.spec import DEFAULT_PENDING_TIMEOUT_S, PENDING_ACTIONS, SpecError, SweepSpec, check_capacity, load_spec
 
 if TYPE_CHECKING:
     from tune.sweep import SweepOutcome
 
 DRY_RUN_SAMPLES = 5
-# What the driver does once trials have waited --pending-timeout seconds for resources (tune/pending.py,
-# which imports Ray; these stay here so that the CLI checks a spec without importing it).
-PENDING_ACTIONS = ("wait", "exit")
-DEFAULT_PENDING_TIMEOUT_S = 300.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             print("error: data that the trials could not use:\n  " + "\n  ".join(problems), file=sys.stderr)
             return 2
+    from analysis import final_table
     from cil.results import refusing_storage
     from tune.pending import PendingWatch
-    from tune.report import final_table
     from tune.sweep import run_sweep
 
     pending = PendingWatch(_ray_request(spec), args.pending_timeout, args.pending_action)

@@ -24,13 +24,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import cloudpickle
 import ray
 from ray import tune
-from ray.core.generated.common_pb2 import ActorDiedErrorContext
 from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
 from cil.errors import PermanentError
+from tune import raycompat
 from tune.trainable import record_failure
 
 # How long the driver waits for the GCS to mark a node dead after losing the connection to a trial's
@@ -38,7 +37,6 @@ from tune.trainable import record_failure
 # of an actor on a vanished node can say WORKER_DIED, so only NODE_DIED or a dead node decide early.
 NODE_VERDICT_S = 60.0
 PREEMPTION, ERROR, PERMANENT = "preemption", "error", "permanent"
-NODE_DIED = ActorDiedErrorContext.NODE_DIED
 
 
 def actor_lost_with_node(exc: RayActorError, timeout: float = NODE_VERDICT_S,
@@ -51,11 +49,8 @@ def actor_lost_with_node(exc: RayActorError, timeout: float = NODE_VERDICT_S,
         return False
     deadline = clock() + timeout
     while True:
-        info = ray._private.state.actors(actor_id=exc.actor_id) or {}
-        node = (info.get("Address") or {}).get("NodeID")
-        cause = info.get("DeathCause")
-        context = getattr(cause, "actor_died_error_context", None) if cause is not None else None
-        if context is not None and context.reason == NODE_DIED:
+        node, node_died = raycompat.actor_death(exc.actor_id)
+        if node_died:
             return True
         if node and not any(n["NodeID"] == node and n["Alive"] for n in ray.nodes()):
             return True
@@ -90,17 +85,17 @@ class FailurePolicy(tune.Callback):
         # New trials already retry forever; trials restored from a state saved by an older driver (or
         # ended by this policy before a --resume) get that back, unless this driver is ending them.
         if trial.trial_id not in self.ended:
-            trial.max_failures = -1
+            raycompat.set_max_failures(trial, -1)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        kind = self.classify(last_error(trial))
+        kind = self.classify(raycompat.last_error(trial))
         counts = self.counts.setdefault(trial.trial_id, Counter())
         counts[kind] += 1
         reason = self.over_limit(kind, counts)
         if reason is None:
             return
         self.ended.add(trial.trial_id)
-        trial.max_failures = 0  # the start Tune has queued ends with the recorded message: ERROR
+        raycompat.set_max_failures(trial, 0)  # the start Tune has queued ends with the recorded message: ERROR
         if kind != PERMANENT:  # a PermanentError recorded itself
             record_failure(self.results_dir, trial.trial_id, RuntimeError(reason))
 
@@ -115,14 +110,3 @@ class FailurePolicy(tune.Callback):
         what = "failed" if kind == ERROR else "was lost with its node (preempted)"
         return f"the trial {what} {counts[kind]} times, more than {key} = {limit}"
 
-
-def last_error(trial: Any) -> BaseException | None:
-    """The exception Tune just recorded for the trial (its pickled copy in the driver's staging folder)."""
-    path = trial.pickled_error_file
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as f:
-            return cloudpickle.load(f)
-    except (OSError, EOFError, cloudpickle.pickle.UnpicklingError):
-        return None

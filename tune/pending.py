@@ -18,7 +18,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from tune.cli import DEFAULT_PENDING_TIMEOUT_S, PENDING_ACTIONS
+from tune.spec import DEFAULT_PENDING_TIMEOUT_S, PENDING_ACTIONS
 
 RESOURCE_KEYS = {"CPU": "resources.cpu", "GPU": "resources.gpu"}
 

@@ -24,10 +24,10 @@ from cil.extras import install_hint
 
 TOP_KEYS = ("base", "grid", "search", "scheduler", "resources", "max_concurrent", "failure", "checkpoint",
             "tracking")
-# Trial-config keys that are not part of the cil config. ``_test_fail_after_task: K`` makes a trial raise
-# once, right after reporting task K (a marker file under the results folder keeps it to one failure);
-# it exists for the fault-tolerance test and is never written to the results.
-TEST_KEYS = ("_test_fail_after_task",)
+# What the driver does once trials have waited --pending-timeout seconds for resources (tune/pending.py,
+# which imports Ray; declared here, Ray-free, for the CLI and the watch alike).
+PENDING_ACTIONS = ("wait", "exit")
+DEFAULT_PENDING_TIMEOUT_S = 300.0
 SEEDS_KEY = "_seeds"  # search mode: every trial runs all the spec's seeds (see trainable.py)
 # Metrics reported after every task, and which direction is better.
 METRICS = {"avg_acc_tag": "max", "avg_acc_taw": "max", "avg_inc_acc_tag": "max", "avg_inc_acc_taw": "max",
@@ -237,11 +237,6 @@ def _parse_base(raw: Any, p: Problems) -> dict[str, Any]:
     if "run.device" in flat:
         p.append("base.run.device cannot be set in a sweep: each trial runs on the GPU Ray assigns it "
                  "(resources.gpu > 0) or else on the CPU")
-    for key in [k for k in flat if k.startswith("_")]:
-        if key not in TEST_KEYS:
-            p.unknown(key, TEST_KEYS, "base key")
-        elif not isinstance(flat[key], int) or isinstance(flat[key], bool) or flat[key] < 0:
-            p.append(f"base.{key} = {flat[key]!r} is not valid: must be a task index >= 0")
     for key in ("data.data_root", "data.cache_dir"):
         root = flat.get(key)
         if isinstance(root, str) and "://" not in root:  # trials run in their own working directories
@@ -512,7 +507,7 @@ def _check_trial_configs(base: dict[str, Any], grid: dict[str, list[Any]], searc
 
     # Unknown keys first, one by one (cil stops at them), then the values of every trial config.
     keys = [*base, *grid, *(search.space if search else ())]
-    for key in dict.fromkeys(k for k in keys if k not in known and not k.startswith("_")):
+    for key in dict.fromkeys(k for k in keys if k not in known):
         check({key: None})
     for point in _points(grid, search):
         check({k: v for k, v in (base | point).items() if k in known})

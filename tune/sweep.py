@@ -18,6 +18,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from cil.results import TASK_RESULTS, compact_results, compact_trial, join, resolve
+from tune import raycompat
 from tune.failures import FailurePolicy
 from tune.lease import SweepLease
 from tune.paths import SweepError, SweepPaths
@@ -119,7 +120,7 @@ def restore_tuner(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | No
     # Tuner.restore takes the saved RunConfig and no new callbacks (Ray 2.60): this driver's failure
     # policy (fresh counts) and pending watch replace the saved ones; sweeps saved before the policy
     # existed get its max_failures=-1 too.
-    run_config = tuner._local_tuner.get_run_config()
+    run_config = raycompat.run_config(tuner)
     kept = [c for c in run_config.callbacks or [] if not isinstance(c, FailurePolicy | PendingWatch)]
     run_config.callbacks = [*driver_callbacks(spec, paths, pending), *kept]
     run_config.failure_config = tune.FailureConfig(max_failures=-1)
@@ -155,6 +156,7 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
     """Run (or resume) a sweep while holding its lease. Uses the Ray session already connected, else
     ``address``, else starts a local Ray in this process. ``pending`` watches trials that wait for
     resources (tune/pending.py)."""
+    raycompat.check_version()
     check_storage(paths)
     fs, folder = resolve(paths.experiment)
     lease = SweepLease(fs, folder, paths.name, takeover=takeover)

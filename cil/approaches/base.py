@@ -17,10 +17,11 @@ grid search over ``train.lr`` and the approach's ``lamb``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,13 +31,56 @@ from cil.config import ExperimentConfig
 from cil.memory import ExemplarMemory
 from cil.networks import IncrementalNet
 
-if TYPE_CHECKING:
-    from cil.training import EpochRecord, FitReport, Trainer
-
 Phase = Literal["train", "val", "test"]
 Split = tuple[Tensor, Tensor]
 #: one score tensor ``[batch, classes of head u]`` per head u
 Scores = list[Tensor]
+
+
+@dataclass
+class EpochRecord:
+    """One training epoch of a task: sample means of the loss and of each named term, the validation
+    loss and the heads' task-aware validation accuracy, the lr it trained with, its wall time.
+
+    ``train_eval_loss`` / ``train_eval_acc_taw``: with ``train.eval_on_train``, the validation loss and
+    task-aware accuracy measured on the training set (unaugmented, model in eval mode) after the epoch,
+    as FACIL's ``--eval-on-train`` logs them; NaN when it is off.
+    """
+
+    epoch: int
+    train_loss: float
+    terms: dict[str, float]
+    val_loss: float
+    val_acc_taw: float
+    lr: float
+    seconds: float
+    train_eval_loss: float = math.nan
+    train_eval_acc_taw: float = math.nan
+
+
+@dataclass
+class FitReport:
+    """What :meth:`Approach.fit` returns: the epochs trained, the best validation loss, the time, each
+    epoch's record."""
+
+    epochs: int
+    best_val_loss: float
+    seconds: float
+    records: list[EpochRecord] = field(default_factory=list)
+
+
+class TaskTrainer(Protocol):
+    """What an approach uses of the shared trainer (cil.training.Trainer), declared here so that the
+    interface does not import the trainer that calls it."""
+
+    def inputs(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor: ...
+
+    def autocast(self) -> Any: ...
+
+    def fit(self, approach: Approach, ctx: TaskContext, train: Split, val: Split) -> FitReport: ...
+
+    def evaluate(self, approach: Approach, ctx: TaskContext, tests: list[Split],
+                 tasks: list[int] | None = None) -> tuple[list[float], list[float]]: ...
 
 
 def task_seed(seed: int, task: int, stream: int) -> int:
@@ -70,7 +114,7 @@ class TaskContext:
     scenario: Any
     device: torch.device
     generator: torch.Generator
-    trainer: Trainer
+    trainer: TaskTrainer
     log: Callable[[str], None] | None = None
     #: called after each training epoch of the task (not the warm-up) with its record: a runner's
     #: progress display (a sweep's live table), never part of what the run computes
@@ -273,3 +317,18 @@ class Approach:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             raise ValueError(f"{type(self).__name__} keeps no state, got keys {sorted(state)}")
+
+
+def train_task(approach: Approach, ctx: TaskContext) -> FitReport:
+    """Every hook of task ``ctx.t`` up to the memory update (the part before evaluation), in the order
+    every runner uses: the run's loop, and the grid search training copies on copies of the context."""
+    approach.before_task(ctx)
+    train = approach.training_set(ctx)
+    val = approach.validation_set(ctx)
+    if ctx.log:
+        ctx.log(f"task {ctx.t}: training on {len(train[1])} samples, classes {ctx.num_new_classes}")
+    report = approach.fit(ctx, train, val)
+    approach.after_fit(ctx)
+    approach.update_memory(ctx)
+    approach.after_memory_update(ctx)
+    return report

@@ -19,7 +19,7 @@ from cil.catalog import DATASET_NAMES as DATASETS
 from cil.catalog import DATASETS as _CATALOG
 from cil.catalog import NETWORK_NAMES as NETWORKS
 from cil.config.coercion import flatten
-from cil.config.experiment import _HINTS, _LEAVES, ExperimentConfig, _CoreConfig, valid_keys
+from cil.config.experiment import _HINTS, _LEAVES, ExperimentConfig, _CoreConfig, leaf_types, valid_keys
 from cil.config.presets import SECTION_TYPES
 from cil.config.schema import (
     MACHINE_KEYS,
@@ -71,5 +71,6 @@ __all__ = [
     "_CoreConfig",
     "default_data_root",
     "flatten",
+    "leaf_types",
     "valid_keys",
 ]

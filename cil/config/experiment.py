@@ -152,6 +152,12 @@ def valid_keys() -> list[str]:
     return list(_LEAVES)
 
 
+def leaf_types() -> dict[str, Any]:
+    """Every dotted config key's type hint (``float``, ``int | None``, ``list[int]``), in declaration
+    order: what the results schema types each config column with."""
+    return dict(_LEAVES)
+
+
 def _collect_leaves() -> tuple[dict[str, Any], dict[str, Any]]:
     hints = typing.get_type_hints(ExperimentConfig)
     leaves: dict[str, Any] = {}

@@ -198,11 +198,3 @@ class DecodeCache:
         finally:
             os.close(fd)
 
-
-def read_log(folder: str | os.PathLike) -> list[dict]:
-    """The records of ``decodes.log`` in a cache folder (empty when nothing was decoded there)."""
-    try:
-        with open(os.path.join(os.fspath(folder), LOG_NAME), encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
