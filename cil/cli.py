@@ -263,6 +263,11 @@ def _check_writable_dir(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verify"]:  # python -m cil verify RESULTS: re-run a recorded trial, compare its rows
+        from cil.verify import main as verify_main
+
+        return verify_main(argv[1:])
     args = build_parser().parse_args(argv)
     notes, errors = facil_flag_messages(args)
     if args.gpu is not None and args.device is None and not _cuda_available():

@@ -39,6 +39,7 @@ SELECTIONS = ("random", "herding", "entropy", "distance")
 # (cil.data.dataset.training_augment says what each means for each dataset).
 AUGMENT_MODES = ("facil", "crop", "none")
 SGD_IMPLS = ("torch", "for-loop", "foreach", "fused")
+CPU_ISA_MODES = ("portable", "native")  # run.cpu_isa: what each sets is cil.numerics.CPU_MODES
 # Keys that say where a run happens, not what it computes: left out of the fingerprint (the device's
 # kind counts: a CUDA run gets other numbers than a CPU run, see ExperimentConfig.device_kind).
 MACHINE_KEYS = ("data.data_root", "data.on_device", "data.device_memory_budget", "data.cache_dir", "run.device")
@@ -263,6 +264,15 @@ class RunConfig:
     deterministic: bool = True
     """Reproducible CUDA numerics, as FACIL runs unless --no-cudnn-deterministic: deterministic cuDNN
     without autotuning, torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG (docs/gpu.md)."""
+    threads: int | str = "auto"
+    """Intra-op CPU threads the run computes with (torch.set_num_threads); the count changes the bits of a CPU
+    result. `auto`: the trial's CPU share (resources.cpu) in a sweep, every core in `python -m cil`. Rows
+    record the count in effect (`threads_in_effect`)."""
+    cpu_isa: str = "portable"
+    """CPU instruction sets the kernels dispatch to: `portable` (torch's kernels capped at AVX2, oneDNN off,
+    MKL's reproducible code path: the same bits on any x86-64 CPU with AVX2) or `native` (the libraries'
+    fastest path for this CPU; bits may differ between CPU models). Set before the first kernel
+    (docs/reproducibility.md)."""
 
 
 @dataclass
@@ -522,6 +532,13 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
     args = typing.get_args(tp)
     optional = (typing.get_origin(tp) in (typing.Union, types.UnionType)) and type(None) in args
     base = next((a for a in args if a is not type(None)), tp) if optional else tp
+    if typing.get_origin(base) in (typing.Union, types.UnionType):  # int | str: the first type that takes it
+        for arm in typing.get_args(base):
+            try:
+                return _convert(key, value, arm)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key} = {value!r} has the wrong type: expected {' or '.join(map(_type_name, args))}")
     if value is None:
         if optional:
             return None
@@ -678,6 +695,9 @@ def _validate(cfg: ExperimentConfig) -> list[str]:
     if not 0 <= cfg.run.stop_at_task <= max(d.num_tasks, 0):
         p.append(f"run.stop_at_task = {cfg.run.stop_at_task!r} is not valid: must be in [0, data.num_tasks = "
                  f"{d.num_tasks}] (0: every task; k: stop after the first k tasks)")
+    choice("run.cpu_isa", cfg.run.cpu_isa, CPU_ISA_MODES)
+    if cfg.run.threads != "auto" and not (isinstance(cfg.run.threads, int) and cfg.run.threads >= 1):
+        p.append(f"run.threads = {cfg.run.threads!r} is not valid: use auto or a count >= 1")
     if not 0 <= cfg.run.seed < 2**32:
         p.append(f"run.seed = {cfg.run.seed!r} is not valid: must be in [0, 2**32)")
     return p

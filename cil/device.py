@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from cil.errors import PermanentError
+from cil.numerics import ENVIRONMENT_COLUMNS, environment
 
 #: cuBLAS's workspace setting for reproducible matmuls (torch refuses deterministic CUDA matmuls without
 #: it); read when cuBLAS starts, so it is set before the process's first CUDA work
@@ -140,16 +141,18 @@ def _capability(device: torch.device) -> str:
     return f"{major}.{minor}"
 
 
-#: the provenance columns of every task_results row (docs/results-schema.md)
+#: the provenance columns of every task_results row (docs/results-schema.md): the device's, then the
+#: numeric environment's (cil.numerics.ENVIRONMENT_COLUMNS)
 PROVENANCE_COLUMNS = ("device_kind", "device_name", "device_capability", "torch_version", "cuda_version",
-                      "cudnn_version", "tf32_in_effect", "amp_in_effect", "deterministic_in_effect")
+                      "cudnn_version", "tf32_in_effect", "amp_in_effect", "deterministic_in_effect",
+                      *ENVIRONMENT_COLUMNS)
 
 
-def provenance(device: torch.device, amp_in_effect: bool) -> dict[str, Any]:
+def provenance(device: torch.device, amp_in_effect: bool, config: dict[str, Any]) -> dict[str, Any]:
     """What ran: the device, the versions, and the numerics in effect (read from torch, not the config)."""
     cuda = device.type == "cuda"
     cudnn = torch.backends.cudnn.version() if cuda and torch.backends.cudnn.is_available() else None
-    return {
+    ran = {
         "device_kind": device.type,
         "device_name": torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine()),
         "device_capability": _capability(device) if cuda else "",
@@ -160,6 +163,7 @@ def provenance(device: torch.device, amp_in_effect: bool) -> dict[str, Any]:
         "amp_in_effect": bool(amp_in_effect),
         "deterministic_in_effect": torch.are_deterministic_algorithms_enabled(),
     }
+    return ran | environment(config, ran)
 
 
 def _gib(n: float) -> str:

@@ -1,0 +1,222 @@
+"""``python -m cil verify RESULTS`` (and ``python -m tune verify SWEEP``): re-run a recorded trial in its
+recorded numeric environment and compare its rows bit for bit (docs/reproducibility.md).
+
+The trial's config comes back from its rows (every row carries its dotted config keys); ``run.threads``
+becomes the count the rows record as in effect, so a sweep trial is re-run here, without Ray, with the
+threads it computed with. Every number of the ``task_results``, ``heads`` and ``epochs`` rows of the tasks
+re-run is compared as bits (the head norms and the epoch losses see a change that leaves accuracies
+alone); timings are not compared. When they differ, the provenance fields whose values here differ from
+the recorded ones are named, with the config key that sets each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import struct
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import yaml
+
+from cil.config import MACHINE_KEYS, ConfigError, ExperimentConfig, valid_keys
+from cil.results import EPOCHS, HEADS, TABLES, TASK_RESULTS, join, resolve
+
+# The rows' identity per table (besides the trial), and columns never compared: timings, and the
+# provenance (compared as the environment instead).
+ROW_KEYS = {TASK_RESULTS: ("task", "eval_task"), HEADS: ("task", "head"), EPOCHS: ("task", "epoch")}
+_NOT_COMPARED = ("sweep", "trial_id", "complete")
+# The config key that sets each provenance field, where one does.
+SET_BY = {"threads_in_effect": "run.threads", "cpu_isa_in_effect": "run.cpu_isa", "amp_in_effect": "train.amp",
+          "tf32_in_effect": "train.tf32", "deterministic_in_effect": "run.deterministic",
+          "device_kind": "run.device"}
+
+
+class VerifyError(ValueError):
+    """Results that cannot be verified: no such trial, no rows, a config that no longer validates."""
+
+
+@dataclass
+class Outcome:
+    """What a verification found: the rows compared, the values that differ, the environment fields that
+    differ from the recorded ones (field -> (recorded, here))."""
+
+    trial_id: str
+    tasks: int
+    compared: int = 0
+    differences: list[str] = field(default_factory=list)
+    environment: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    @property
+    def identical(self) -> bool:
+        return self.compared > 0 and not self.differences
+
+    def report(self) -> str:
+        lines = [f"trial {self.trial_id}, tasks 0..{self.tasks - 1}: {self.compared} values compared"]
+        if self.identical:
+            lines.append("identical bit for bit")
+        else:
+            lines.append(f"{len(self.differences)} values differ, e.g.:")
+            lines.extend(f"  {d}" for d in self.differences[:5])
+        if self.environment:
+            lines.append("provenance fields that differ from the recorded ones (recorded -> here):")
+            lines.extend(f"  {name}{f' ({SET_BY[name]})' if name in SET_BY else ''}: {old!r} -> {new!r}"
+                         for name, (old, new) in self.environment.items())
+        elif not self.identical:
+            lines.append("no provenance field differs: the rows should have been identical (a bug, or a "
+                         "part of the environment the rows do not record)")
+        return "\n".join(lines)
+
+
+def read_rows(results_dir: str, table: str, trial_id: str | None = None) -> list[dict[str, Any]]:
+    """Every row of ``table`` under a results folder (or one trial's), as dicts."""
+    fs, base = resolve(results_dir)
+    folder = join(base, table)
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    rows: list[dict[str, Any]] = []
+    for info in sorted(infos, key=lambda i: i.path):
+        if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet") \
+                or info.base_name.startswith((".", "_")):
+            continue
+        part = pq.read_table(info.path, filesystem=fs)
+        if trial_id is not None:
+            part = part.filter(pc.equal(part.column("trial_id"), trial_id))
+        rows.extend(part.to_pylist())
+    return rows
+
+
+def recorded_config(row: dict[str, Any], overrides: dict[str, Any]) -> ExperimentConfig:
+    """The trial's config from one of its rows, with the threads it ran with and ``overrides`` on top."""
+    keys = set(valid_keys()) - set(MACHINE_KEYS) | {"data.data_root", "run.device"}
+    values = {k: row[k] for k in keys if k in row and row[k] is not None}
+    if isinstance(values.get("run.threads"), str):
+        values["run.threads"] = yaml.safe_load(values["run.threads"])  # rows hold it as text
+    if row.get("threads_in_effect") is not None:
+        values["run.threads"] = int(row["threads_in_effect"])
+    values["run.device"] = "cpu" if row.get("device_kind", "cpu") == "cpu" else values.get("run.device", "cuda")
+    values["run.stop_at_task"] = 0
+    try:
+        return ExperimentConfig.from_dict(values | overrides)
+    except ConfigError as err:
+        raise VerifyError(f"the trial's recorded config does not validate here: {err}") from None
+
+
+def verify(results_dir: str, trial_id: str | None = None, tasks: int = 0,
+           overrides: dict[str, Any] | None = None) -> Outcome:
+    """Re-run ``trial_id`` (default: the first recorded) for its first ``tasks`` tasks (0: all it recorded)
+    and compare every number of its rows bit for bit."""
+    recorded = {t: read_rows(results_dir, t, trial_id) for t in TABLES}
+    rows = recorded[TASK_RESULTS]
+    if not rows:
+        raise VerifyError(f"no task_results rows{f' of trial {trial_id!r}' if trial_id else ''} under {results_dir}")
+    if trial_id is None:
+        trial_id = sorted({r["trial_id"] for r in rows})[0]
+        recorded = {t: [r for r in v if r["trial_id"] == trial_id] for t, v in recorded.items()}
+        rows = recorded[TASK_RESULTS]
+    done = max(r["task"] for r in rows) + 1
+    tasks = min(tasks or done, done)
+    cfg = recorded_config(rows[0], dict(overrides or {}) | {"run.stop_at_task": tasks})
+    here = _rerun(cfg, trial_id)
+    outcome = Outcome(trial_id, tasks)
+    for table in TABLES:
+        old = {_key(table, r): r for r in recorded[table] if r["task"] < tasks}
+        new = {_key(table, r): r for r in here[table]}
+        for key in sorted(old.keys() | new.keys()):
+            outcome.compared += _compare(table, key, old.get(key), new.get(key), outcome.differences)
+    from cil.device import PROVENANCE_COLUMNS
+
+    first_new = here[TASK_RESULTS][0]
+    outcome.environment = {c: (rows[0].get(c), first_new.get(c)) for c in PROVENANCE_COLUMNS
+                           if rows[0].get(c) != first_new.get(c)}
+    return outcome
+
+
+def _rerun(cfg: ExperimentConfig, trial_id: str) -> dict[str, list[dict[str, Any]]]:
+    """The rows a run of ``cfg`` writes, read back through Parquet (as the recorded ones were)."""
+    from cil.loop import run
+    from cil.results import write_task
+
+    with tempfile.TemporaryDirectory(prefix="cil-verify-") as d:
+        for r in run(cfg):
+            tag = {"trial_id": trial_id}
+            write_task([tag | x for x in r.task_rows], [tag | x for x in r.head_rows], d, trial_id, r.task,
+                       [tag | x for x in r.epoch_rows])
+        return {t: read_rows(d, t) for t in TABLES}
+
+
+def _key(table: str, row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[k] for k in ROW_KEYS[table])
+
+
+def _compare(table: str, key: tuple[Any, ...], old: dict[str, Any] | None, new: dict[str, Any] | None,
+             differences: list[str]) -> int:
+    """Compare one row's numbers as bits; append what differs; return how many values were compared."""
+    where = f"{table} " + " ".join(f"{k}={v}" for k, v in zip(ROW_KEYS[table], key, strict=True))
+    if old is None or new is None:
+        differences.append(f"{where}: {'only here' if old is None else 'not produced here'}")
+        return 1
+    from cil.device import PROVENANCE_COLUMNS
+
+    n = 0
+    for column, value in old.items():
+        if (column in _NOT_COMPARED or column in PROVENANCE_COLUMNS or column.endswith("_seconds")
+                or column == "seconds" or "." in column and not column.startswith("term.")):
+            continue
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        n += 1
+        if _bits(value) != _bits(new.get(column)):
+            differences.append(f"{where} {column}: {value!r} recorded, {new.get(column)!r} here")
+    return n
+
+
+def _bits(value: Any) -> Any:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else struct.pack("<d", value)
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags both verify commands share."""
+    p.add_argument("--trial", default=None, help="the trial_id to re-run (default: the first recorded)")
+    p.add_argument("--tasks", type=int, default=0, help="re-run and compare the first N tasks (0: all recorded)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a config key of the re-run (e.g. --set run.threads=2 to see what a thread "
+                        "count changes); the data root of this machine: --set data.data_root=PATH")
+
+
+def run_verify(results_dir: str, args: argparse.Namespace) -> int:
+    """Verify, print the report; exit code 0 identical, 1 different, 2 cannot verify."""
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            print(f"error: --set {item!r} is not valid: use --set KEY=VALUE", file=sys.stderr)
+            return 2
+        overrides[key.strip()] = yaml.safe_load(raw)
+    if args.tasks < 0:
+        print(f"error: --tasks {args.tasks} is not valid: use 0 (all) or a count >= 1", file=sys.stderr)
+        return 2
+    try:
+        outcome = verify(results_dir, args.trial, args.tasks, overrides)
+    except VerifyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(outcome.report())
+    return 0 if outcome.identical else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cil verify RESULTS``: RESULTS is a ``results/`` folder of ``python -m cil`` (or a sweep's)."""
+    p = argparse.ArgumentParser(prog="python -m cil verify", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", help="a results folder: <results-path>/<exp-name>/results, or a URI")
+    add_arguments(p)
+    args = p.parse_args(argv)
+    return run_verify(args.results, args)
