@@ -12,6 +12,7 @@ the recorded ones are named, with the config key that sets each.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import struct
 import sys
@@ -36,6 +37,17 @@ _NOT_COMPARED = ("sweep", "trial_id", "complete")
 SET_BY = {"threads_in_effect": "run.threads", "cpu_isa_in_effect": "run.cpu_isa", "amp_in_effect": "train.amp",
           "tf32_in_effect": "train.tf32", "deterministic_in_effect": "run.deterministic",
           "device_kind": "run.device"}
+
+
+#: A small run in the portable mode whose rows' digest is stored: every x86-64 CPU with AVX2 must compute it
+#: (tests/test_reproducibility.py on this machine, benchmarks/gpu_check.py on the GPU machine's host CPU).
+REFERENCE_RUN = {"approach": "lwf", "data.dataset": "synthetic:classes=4,channels=1,size=8,train=10,test=5",
+                 "data.num_tasks": 2, "train.nepochs": 2, "run.threads": 1, "run.cpu_isa": "portable",
+                 "run.device": "cpu", "run.seed": 0}
+#: its digest (cil.verify.rows_digest), and the versions that computed it: another torch or numpy may
+#: compute other bits, which is not a failure of the portable mode
+REFERENCE_DIGEST = {"digest": "34b72cfb7ea6ddf378be9fd795a21f606c74b6e9a22114d901a3d2639d738808",
+                    "torch": "2.14.1+cu130", "numpy": "2.4.6"}
 
 
 class VerifyError(ValueError):
@@ -91,6 +103,15 @@ def read_rows(results_dir: str, table: str, trial_id: str | None = None) -> list
     return rows
 
 
+def results_folder(path: str) -> str:
+    """A results folder from a sweep's folder (``<storage>/<name>``) or the results folder itself."""
+    fs, base = resolve(path)
+    if fs.get_file_info(join(base, TASK_RESULTS)).type == pafs.FileType.NotFound \
+            and fs.get_file_info(join(base, "results", TASK_RESULTS)).type != pafs.FileType.NotFound:
+        return join(path.partition("?")[0], "results") + ("?" + path.partition("?")[2] if "?" in path else "")
+    return path
+
+
 def recorded_config(row: dict[str, Any], overrides: dict[str, Any]) -> ExperimentConfig:
     """The trial's config from one of its rows, with the threads it ran with and ``overrides`` on top."""
     keys = set(valid_keys()) - set(MACHINE_KEYS) | {"data.data_root", "run.device"}
@@ -111,6 +132,7 @@ def verify(results_dir: str, trial_id: str | None = None, tasks: int = 0,
            overrides: dict[str, Any] | None = None) -> Outcome:
     """Re-run ``trial_id`` (default: the first recorded) for its first ``tasks`` tasks (0: all it recorded)
     and compare every number of its rows bit for bit."""
+    results_dir = results_folder(results_dir)
     recorded = {t: read_rows(results_dir, t, trial_id) for t in TABLES}
     rows = recorded[TASK_RESULTS]
     if not rows:
@@ -161,19 +183,47 @@ def _compare(table: str, key: tuple[Any, ...], old: dict[str, Any] | None, new: 
     if old is None or new is None:
         differences.append(f"{where}: {'only here' if old is None else 'not produced here'}")
         return 1
-    from cil.device import PROVENANCE_COLUMNS
-
-    n = 0
-    for column, value in old.items():
-        if (column in _NOT_COMPARED or column in PROVENANCE_COLUMNS or column.endswith("_seconds")
-                or column == "seconds" or "." in column and not column.startswith("term.")):
-            continue
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            continue
-        n += 1
+    values = compared_values(old)
+    for column, value in values.items():
         if _bits(value) != _bits(new.get(column)):
             differences.append(f"{where} {column}: {value!r} recorded, {new.get(column)!r} here")
-    return n
+    return len(values)
+
+
+def compared_values(row: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of a row that a run computes: not its identity, config, provenance or timings."""
+    from cil.device import PROVENANCE_COLUMNS
+
+    return {c: v for c, v in row.items()
+            if c not in _NOT_COMPARED and c not in PROVENANCE_COLUMNS and not c.endswith("_seconds")
+            and c != "seconds" and ("." not in c or c.startswith("term."))
+            and isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def rows_digest(tables: dict[str, list[dict[str, Any]]]) -> str:
+    """SHA-256 of every compared number's bits, in row-key order: equal digests, equal rows."""
+    h = hashlib.sha256()
+    for table in TABLES:
+        for row in sorted(tables[table], key=lambda r: _key(table, r)):
+            for column, value in sorted(compared_values(row).items()):
+                h.update(f"{table}/{_key(table, row)}/{column}=".encode() + repr(_bits(value)).encode())
+    return h.hexdigest()
+
+
+def reference_check() -> dict[str, Any]:
+    """Run :data:`REFERENCE_RUN` here and compare its digest with the stored one (:data:`REFERENCE_DIGEST`):
+    whether this CPU computes the portable mode's bits."""
+    import numpy as np
+    import torch
+
+    from cil.numerics import cpu_isa_in_effect, cpu_model, lock_hash
+
+    cfg = ExperimentConfig.from_dict(REFERENCE_RUN)
+    digest = rows_digest(_rerun(cfg, "reference"))
+    same_versions = (torch.__version__, np.__version__) == (REFERENCE_DIGEST["torch"], REFERENCE_DIGEST["numpy"])
+    return {"digest": digest, "expected": REFERENCE_DIGEST["digest"], "match": digest == REFERENCE_DIGEST["digest"],
+            "same_versions": same_versions, "cpu_model": cpu_model(), "cpu_isa_in_effect": cpu_isa_in_effect(),
+            "torch": torch.__version__, "numpy": np.__version__, "lock_hash": lock_hash()}
 
 
 def _bits(value: Any) -> Any:
