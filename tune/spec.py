@@ -24,7 +24,7 @@ from cil.config import _LEAVES, ConfigError, ExperimentConfig, flatten, valid_ke
 from cil.extras import install_hint
 
 TOP_KEYS = ("base", "grid", "search", "scheduler", "resources", "max_concurrent", "failure", "checkpoint",
-            "tracking")
+            "tracking", "reproduces")  # reproduces: the published numbers the preset reproduces (analysis.ledger)
 # Trial-config keys that are not part of the cil config. ``_test_fail_after_task: K`` makes a trial raise
 # once, right after reporting task K (a marker file under the results folder keeps it to one failure);
 # it exists for the fault-tolerance test and is never written to the results.
@@ -190,6 +190,10 @@ def parse_spec(raw: Any, source: str = "sweep spec") -> SweepSpec:
     _check_trial_configs(base, grid, search, p)
     scheduler = _parse_scheduler(raw.get("scheduler"), base, grid, search, p)
     tracking = _parse_tracking(raw.get("tracking"), p)
+    if "reproduces" in raw:  # not used by the sweep: checked here so that --against never meets a bad ledger
+        from analysis.ledger import parse_ledger
+
+        p.extend(parse_ledger(raw["reproduces"], "spec")[1])
     if p:
         raise SpecError(p, source)
     return SweepSpec(base=base, grid=grid, search=search, scheduler=scheduler, resources=resources,
