@@ -92,10 +92,11 @@ class NumericsError(PermanentError):
 _cpu_share: int | None = None
 
 
-def claim_cpu_share(cpus: float) -> None:
-    """The CPUs a sweep trial holds: what ``run.threads: auto`` means in this process from now on."""
+def claim_cpu_share(cpus: float | None) -> None:
+    """The CPUs a sweep trial holds: what ``run.threads: auto`` means in this process from now on
+    (None: every core again)."""
     global _cpu_share
-    _cpu_share = max(1, int(cpus))
+    _cpu_share = None if cpus is None else max(1, int(cpus))
 
 
 def resolve_threads(threads: int | str) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import math
 import struct
 import sys
@@ -61,6 +62,7 @@ class Outcome:
 
     trial_id: str
     tasks: int
+    first: int = 0
     compared: int = 0
     differences: list[str] = field(default_factory=list)
     environment: dict[str, tuple[Any, Any]] = field(default_factory=dict)
@@ -70,7 +72,8 @@ class Outcome:
         return self.compared > 0 and not self.differences
 
     def report(self) -> str:
-        lines = [f"trial {self.trial_id}, tasks 0..{self.tasks - 1}: {self.compared} values compared"]
+        lines = [f"trial {self.trial_id}, tasks {self.first}..{self.tasks - 1}"
+                 f"{' (from its checkpoint)' if self.first else ''}: {self.compared} values compared"]
         if self.identical:
             lines.append("identical bit for bit")
         else:
@@ -129,9 +132,10 @@ def recorded_config(row: dict[str, Any], overrides: dict[str, Any]) -> Experimen
 
 
 def verify(results_dir: str, trial_id: str | None = None, tasks: int = 0,
-           overrides: dict[str, Any] | None = None) -> Outcome:
-    """Re-run ``trial_id`` (default: the first recorded) for its first ``tasks`` tasks (0: all it recorded)
-    and compare every number of its rows bit for bit."""
+           overrides: dict[str, Any] | None = None, task: int | None = None) -> Outcome:
+    """Re-run ``trial_id`` (default: the first recorded) for its first ``tasks`` tasks (0: all it recorded),
+    or only ``task`` from a sweep's checkpoint of the state before it, and compare every number of its
+    rows bit for bit."""
     results_dir = results_folder(results_dir)
     recorded = {t: read_rows(results_dir, t, trial_id) for t in TABLES}
     rows = recorded[TASK_RESULTS]
@@ -143,11 +147,18 @@ def verify(results_dir: str, trial_id: str | None = None, tasks: int = 0,
         rows = recorded[TASK_RESULTS]
     done = max(r["task"] for r in rows) + 1
     tasks = min(tasks or done, done)
+    first = 0
+    if task is not None:  # one task, from the checkpoint that holds the state after the task before it
+        if not 0 < task < done:
+            raise VerifyError(f"--task {task} is not valid: the trial recorded tasks 0..{done - 1}; a task "
+                              f"after the first is re-run from the checkpoint before it")
+        first, tasks = task, task + 1
     cfg = recorded_config(rows[0], dict(overrides or {}) | {"run.stop_at_task": tasks})
-    here = _rerun(cfg, trial_id)
-    outcome = Outcome(trial_id, tasks)
+    state = None if task is None else checkpoint_state(results_dir, trial_id, task)
+    here = _rerun(cfg, trial_id, state)
+    outcome = Outcome(trial_id, tasks, first)
     for table in TABLES:
-        old = {_key(table, r): r for r in recorded[table] if r["task"] < tasks}
+        old = {_key(table, r): r for r in recorded[table] if first <= r["task"] < tasks}
         new = {_key(table, r): r for r in here[table]}
         for key in sorted(old.keys() | new.keys()):
             outcome.compared += _compare(table, key, old.get(key), new.get(key), outcome.differences)
@@ -159,17 +170,53 @@ def verify(results_dir: str, trial_id: str | None = None, tasks: int = 0,
     return outcome
 
 
-def _rerun(cfg: ExperimentConfig, trial_id: str) -> dict[str, list[dict[str, Any]]]:
-    """The rows a run of ``cfg`` writes, read back through Parquet (as the recorded ones were)."""
+def checkpoint_state(results_dir: str, trial_id: str, task: int) -> dict[str, Any]:
+    """The state after task ``task - 1`` of a sweep trial, from the checkpoints Tune kept beside the
+    results (``<sweep>/<trainable>_<ray id>/checkpoint_*/cil_state.pt``; search mode: one state per seed)."""
+    import torch
+
+    ray_id, _, seed = trial_id.partition("_s")
+    fs, base = resolve(results_dir)
+    sweep = base.rstrip("/").rpartition("/")[0]
+    found = []
+    for info in fs.get_file_info(pafs.FileSelector(sweep, recursive=True, allow_not_found=True)):
+        parts = info.path.split("/")
+        if info.base_name == "cil_state.pt" and len(parts) >= 3 and parts[-3].endswith("_" + ray_id):
+            with fs.open_input_file(info.path) as f:
+                states = torch.load(io.BytesIO(f.read()), weights_only=True)["states"]
+            found.append(states[[s["config"]["run.seed"] for s in states].index(int(seed))] if seed else states[0])
+    for state in found:
+        if state["next_task"] == task:
+            return state
+    kept = sorted(s["next_task"] - 1 for s in found)
+    raise VerifyError(f"no checkpoint of trial {trial_id} holds the state after task {task - 1} (it kept the states "
+                      f"after tasks {kept or 'none'}: checkpoint.num_to_keep); re-run from the start with --tasks")
+
+
+def _rerun(cfg: ExperimentConfig, trial_id: str, state: dict[str, Any] | None = None
+           ) -> dict[str, list[dict[str, Any]]]:
+    """The rows a run of ``cfg`` (from ``state``, when given) writes, read back through Parquet (as the
+    recorded ones were)."""
+    from cil import numerics
     from cil.loop import run
     from cil.results import write_task
 
-    with tempfile.TemporaryDirectory(prefix="cil-verify-") as d:
-        for r in run(cfg):
-            tag = {"trial_id": trial_id}
-            write_task([tag | x for x in r.task_rows], [tag | x for x in r.head_rows], d, trial_id, r.task,
-                       [tag | x for x in r.epoch_rows])
-        return {t: read_rows(d, t) for t in TABLES}
+    share = None
+    if state is not None and state["config"].get("run.threads", "auto") == "auto":
+        share = cfg.run.threads  # the state's "auto", resolved to the count the rows record
+        cfg = cfg.replace(**{"run.threads": "auto"})
+    numerics.claim_cpu_share(share)
+    try:
+        with tempfile.TemporaryDirectory(prefix="cil-verify-") as d:
+            for r in run(cfg, state):
+                tag = {"trial_id": trial_id}
+                write_task([tag | x for x in r.task_rows], [tag | x for x in r.head_rows], d, trial_id, r.task,
+                           [tag | x for x in r.epoch_rows])
+            return {t: read_rows(d, t) for t in TABLES}
+    except ValueError as err:  # a checkpoint of another config (a key changed with --set)
+        raise VerifyError(str(err)) from None
+    finally:
+        numerics.claim_cpu_share(None)
 
 
 def _key(table: str, row: dict[str, Any]) -> tuple[Any, ...]:
@@ -236,6 +283,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags both verify commands share."""
     p.add_argument("--trial", default=None, help="the trial_id to re-run (default: the first recorded)")
     p.add_argument("--tasks", type=int, default=0, help="re-run and compare the first N tasks (0: all recorded)")
+    p.add_argument("--task", type=int, default=None, metavar="K",
+                   help="a sweep trial: re-run task K alone, from the checkpoint of the state after task K-1")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change a config key of the re-run (e.g. --set run.threads=2 to see what a thread "
                         "count changes); the data root of this machine: --set data.data_root=PATH")
@@ -254,7 +303,7 @@ def run_verify(results_dir: str, args: argparse.Namespace) -> int:
         print(f"error: --tasks {args.tasks} is not valid: use 0 (all) or a count >= 1", file=sys.stderr)
         return 2
     try:
-        outcome = verify(results_dir, args.trial, args.tasks, overrides)
+        outcome = verify(results_dir, args.trial, args.tasks, overrides, args.task)
     except VerifyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

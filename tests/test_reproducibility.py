@@ -73,6 +73,32 @@ def test_verify_in_the_native_mode_fails_and_names_the_isa_field(recorded) -> No
     assert "cpu_isa_in_effect (run.cpu_isa)" in outcome.report()
 
 
+def test_verify_re_runs_one_task_from_the_checkpoint_before_it(tmp_path) -> None:
+    """A sweep's layout (results/ beside <trainable>_<id>/checkpoint_*/cil_state.pt), written without Ray:
+    task 1 alone, from the state after task 0, gives the recorded rows of task 1."""
+    import torch
+
+    from cil.loop import run
+    from cil.results import write_task
+    from cil.verify import VerifyError
+
+    cfg = ExperimentConfig.from_dict({"approach": "lwf", "data.dataset": TINY[1], "data.num_tasks": 2,
+                                      "train.nepochs": 1, "run.device": "cpu"})
+    results = tmp_path / "sweep" / "results"
+    for r in run(cfg):
+        tag = {"sweep": "sweep", "trial_id": "abc12"}
+        write_task([tag | x for x in r.task_rows], [tag | x for x in r.head_rows], str(results), "abc12", r.task,
+                   [tag | x for x in r.epoch_rows])
+        folder = tmp_path / "sweep" / "train_trial_abc12" / f"checkpoint_00000{r.task}"
+        folder.mkdir(parents=True)
+        torch.save({"states": [r.state]}, folder / "cil_state.pt")
+    outcome = verify(str(tmp_path / "sweep"), task=1)
+    assert outcome.identical and outcome.first == 1, outcome.report()
+    assert "tasks 1..1 (from its checkpoint)" in outcome.report()
+    with pytest.raises(VerifyError, match="--task 2 is not valid"):
+        verify(str(tmp_path / "sweep"), task=2)
+
+
 def test_a_mode_that_a_kernel_already_fixed_is_refused_naming_the_start_up_variables() -> None:
     """MKL's code path is fixed by its first call: a later portable run would not be portable."""
     code = ("import torch\ntorch.randn(64, 64) @ torch.randn(64, 64)\nfrom cil import numerics\n"
@@ -115,7 +141,8 @@ def test_a_sweep_trial_equals_python_m_cil_with_its_thread_count_and_tune_verify
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     spec = parse_spec({"base": {"data.dataset": TINY[1], "data.num_tasks": 2, "train.nepochs": 1, "approach": "lwf",
-                                "run.seed": 0, "run.threads": "auto"}, "resources": {"cpu": 1}})
+                                "run.seed": 0, "run.threads": "auto"}, "resources": {"cpu": 1},
+                       "checkpoint": {"num_to_keep": 2}})
     paths = SweepPaths(str(tmp_path / "runs"), "tiny")
     import ray
 
@@ -134,6 +161,7 @@ def test_a_sweep_trial_equals_python_m_cil_with_its_thread_count_and_tune_verify
     assert rows_digest(sweep_rows) == rows_digest(cil_rows)
     assert tune_main(["verify", str(tmp_path / "runs" / "tiny")]) == 0
     assert tune_main(["verify", str(tmp_path / "runs" / "tiny"), "--set", "run.threads=2"]) == 1
+    assert tune_main(["verify", str(tmp_path / "runs" / "tiny"), "--task", "1"]) == 0  # from its checkpoint
 
 
 def test_the_reference_run_is_small_and_portable() -> None:
