@@ -60,3 +60,26 @@ def test_the_check_sees_a_table_without_its_note() -> None:
     [(start, _)] = tables(noted)
     assert note_above(noted.split("\n"), start)
     assert not measured(["| `run.seed` | int | 0 |", "| `train.lr` | float | 0.1 |", "| `x` | str | auto |"])
+
+
+def test_the_quickstart_table_script_renders_the_table_its_note_and_the_blocks(tmp_path) -> None:
+    """benchmarks/quickstart_table.py on quickstart-shaped rows: the table, a note of the required form,
+    and the marked blocks it rewrites (markers kept, the rest of the text untouched)."""
+    import quickstart_results
+
+    import analysis
+    from benchmarks import quickstart_table as qt
+
+    rows = analysis.load(quickstart_results.write(str(tmp_path / "results")))
+    rows["git_commit"], rows["threads_in_effect"] = "0123456789abcdef0123456789abcdef01234567", 1
+    rows["cpu_isa_in_effect"] = "portable (aten AVX2, mkl COMPATIBLE, onednn off)"
+    text, s = qt.table(rows)
+    assert text.count("\n") == 1 + len(quickstart_results.APPROACHES) and "| lwf | " in text and "baseline" in text
+    assert "| **+" in text or "| **-" in text  # the headline approach's deltas in bold
+    note = qt.note(qt.environment(rows), "1")
+    assert NOTE.match(note) and "commit `0123456`" in note and "threads 1 per trial" in note
+    page = "before\n<!-- quickstart-table -->\nold\n<!-- /quickstart-table -->\nafter"
+    assert qt.replace_block(page, qt.TABLE_MARK, "new") == page.replace("\nold\n", "\nnew\n")
+    inline = "x <!-- quickstart-headline -->old<!-- /quickstart-headline --> y"
+    assert qt.replace_block(inline, qt.HEADLINE_MARK, "new") == inline.replace("old", "new")
+    assert "reproduces:" in qt.ledger_block(s, "0123456")
