@@ -12,7 +12,8 @@ effect, read from the libraries, not from the config.
 - ``portable``: torch's own vector kernels capped at AVX2 (``ATEN_CPU_CAPABILITY``), oneDNN switched off
   for fp32 (convolutions go through MKL's GEMM), and MKL in its conditional numerical reproducibility
   mode ``COMPATIBLE`` (one code path on every x86-64 CPU). An x86-64 CPU with AVX2 computes the same bits
-  as any other, whatever its own instruction sets and cache sizes.
+  as any other, whatever its own instruction sets and cache sizes. On other CPUs (Apple silicon, ARM
+  servers) it switches oneDNN off and records the rest as ``mixed (...)``: no claim of portability.
 - ``native``: torch's defaults for this CPU (oneDNN on, MKL's and ATen's best code path): faster, and
   the bits may differ between CPU models.
 
@@ -63,7 +64,10 @@ CPU_MODES = {
 _MKL_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2",
                  9: "AVX", 10: "AVX2", 12: "AVX512", 14: "AVX512_E1"}
 _MKL_CODES = {name: code for code, name in _MKL_BRANCHES.items()}
-_MKL_BRANCH_MASK, _MKL_ALL = 1, -1
+_MKL_ALL = -1
+#: the portable mode's guarantee is for x86-64; on other CPUs (Apple silicon, ARM servers) it switches oneDNN off
+#: and records the rest as it is, so their rows never claim to be portable
+X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 
 #: the environment columns of every task_results row (with cil.device's, the provenance columns)
 ENVIRONMENT_COLUMNS = ("threads_in_effect", "cpu_isa_in_effect", "cpu_model", "numpy_version", "cil_version",
@@ -125,7 +129,7 @@ def apply(threads: int | str, cpu_isa: str) -> None:
         os.environ.pop("ATEN_CPU_CAPABILITY", None)
     if mode.mkl_cbwr is None and (set_branch := _mkl_function("mkl_serv_cbwr_set")) is not None:
         set_branch(_MKL_CODES["OFF"])  # fails (and changes nothing) once MKL has started on another path
-    if mode.aten is not None:
+    if mode.aten is not None and X86_64:  # elsewhere ATen has no AVX2: recorded as it is (not "portable")
         os.environ["ATEN_CPU_CAPABILITY"] = mode.aten  # read at the first vectorised kernel
         if torch.backends.cpu.get_cpu_capability().lower() != mode.aten:
             raise NumericsError(_fixed_message(cpu_isa, f"torch's CPU kernels dispatch to "
