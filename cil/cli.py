@@ -2,7 +2,8 @@
 
 Every flag of FACIL's ``main_incremental.py`` is understood: most set a config key, a few are accepted
 with a note (they have no counterpart here), the rest are refused with what replaces them.
-Order of precedence: ``--config`` YAML, then flags, then ``--set``.
+Order of precedence: ``--config`` YAML, then flags, then ``--set``. ``python -m cil verify RESULTS`` re-runs
+a recorded trial in its recorded numeric environment and compares its rows bit for bit (cil.verify).
 """
 
 from __future__ import annotations
