@@ -167,3 +167,11 @@ def test_a_sweep_trial_equals_python_m_cil_with_its_thread_count_and_tune_verify
 def test_the_reference_run_is_small_and_portable() -> None:
     cfg = ExperimentConfig.from_dict(REFERENCE_RUN)
     assert cfg.run.cpu_isa == "portable" and cfg.run.threads == 1 and cfg.data.num_tasks == 2
+
+
+def test_a_sweep_cannot_grid_over_the_cpu_mode() -> None:
+    from tune.spec import SpecError, parse_spec
+
+    with pytest.raises(SpecError, match="grid.run.cpu_isa cannot be swept: a worker process keeps"):
+        parse_spec({"base": {"approach": "lwf"}, "grid": {"run.cpu_isa": ["portable", "native"]}})
+    assert parse_spec({"base": {"approach": "lwf"}, "grid": {"run.threads": [1, 2]}}).num_trials == 2

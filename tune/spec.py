@@ -262,6 +262,9 @@ def _parse_grid(raw: Any, base: dict[str, Any], p: list[str]) -> dict[str, list[
             p.append(f"grid.{key} is also set in base: give each key in one place")
         elif key == "run.device" or key.startswith("_"):
             p.append(f"grid.{key} cannot be swept")
+        elif key == "run.cpu_isa":  # ATen's and MKL's code paths are fixed per (reused) worker process
+            p.append("grid.run.cpu_isa cannot be swept: a worker process keeps the CPU mode of its first trial; "
+                     "set it in base and run one sweep per mode")
         elif not isinstance(values, list) or not values:
             p.append(f"grid.{key} = {values!r} is not valid: must be a non-empty list of values")
         elif len({repr(v) for v in values}) != len(values):
