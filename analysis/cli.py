@@ -13,6 +13,7 @@ import pandas as pd
 
 from analysis.atomic import write_bytes
 from analysis.errors import ResultsError
+from analysis.ledger import against, format_against, load_ledger
 from analysis.load import find_files, load, load_epochs, load_heads
 from analysis.metrics import trial_metrics
 from analysis.summary import summary
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "have all")
     parser.add_argument("--digits", type=int, default=1, help="decimals of the printed percentages")
     parser.add_argument("--no-figures", action="store_true", help="with --out, write the CSV files only")
+    parser.add_argument("--against", metavar="LEDGER", help="a preset with a reproduces: section, or a ledger "
+                                                            "file: print each published number beside the run's "
+                                                            "mean ± 95%% CI, inside or outside (analysis.ledger)")
     return parser
 
 
@@ -62,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> None:
     if args.out:
         check_out(args.out)  # before loading anything, so a bad --out costs no work
+    ledger = load_ledger(args.against) if args.against else None  # before loading too
     df = load(args.results)
     trials = trial_metrics(df)
     table = summary(trials, by=args.by, baseline=args.baseline, include_partial=args.include_partial)
@@ -69,6 +74,8 @@ def run(args: argparse.Namespace) -> None:
     if args.format == "csv":
         for note in table.attrs.get("notes", []):
             print(f"note: {note}", file=sys.stderr)
+    if ledger is not None:
+        print("\n" + format_against(against(trials, ledger, args.include_partial), args.digits), end="")
     if args.out:
         write_outputs(args, df, trials, table)
 

@@ -7,7 +7,9 @@ minutes on one H100/H200. On CIFAR-shaped fake data written to a temporary folde
    FACIL-style loop on the same device, in the same timed window (img/s and the ratio);
 2. the aggregate img/s of 1, 2 and 4 concurrent trials of the loop ``python -m cil`` runs, on one GPU,
    each capped at its share of memory as Ray caps fractional trials, with each trial's peak memory;
-3. ``pytest -m cuda`` (tests/test_cuda.py and the other CUDA tests).
+3. ``pytest -m cuda`` (tests/test_cuda.py and the other CUDA tests);
+4. the portable CPU mode on this machine's host CPU: the digest of ``cil.verify.REFERENCE_RUN`` against the
+   stored one (docs/reproducibility.md), a CPU model other than the one that stored it.
 
 It prints one JSON line, then a markdown table. Each step runs in its own process (global numerics
 switches, torch.compile caches and the memory cap stay apart) under a timeout; a step that fails is
@@ -162,6 +164,13 @@ def pytest_step(clock: Clock) -> dict[str, Any]:
     return {"rc": rc, "summary": summary, "failed": failed[:20]}
 
 
+def portable_step(clock: Clock) -> dict[str, Any]:
+    """The reference run's digest on the host CPU, in a fresh process (its CPU mode is set before any kernel)."""
+    code = "import json\nfrom cil.verify import reference_check\nprint(json.dumps(reference_check()))"
+    rc, text = _run([sys.executable, "-c", code], clock.left(120))
+    return (_last_json(text) or {"error": text[-800:]}) if rc == 0 else {"error": text[-800:]}
+
+
 def table(result: dict[str, Any]) -> str:
     """The markdown table of one result."""
     b = result["bench"]
@@ -190,6 +199,12 @@ def table(result: dict[str, Any]) -> str:
             continue
         x = round(r["aggregate_img_s"] / one, 2) if one else "-"
         lines.append(f"| {k} | {r['aggregate_img_s']} | {x} | {r['seconds']} | {r['peak_mib']} |")
+    portable = result.get("portable") or {}
+    lines += ["", f"portable CPU digest on {portable.get('cpu_model')}: "
+              + ("matches the stored one" if portable.get("match") else
+                 f"skipped ({portable['skipped']})" if "skipped" in portable else
+                 f"DIFFERS ({portable.get('digest', portable.get('error'))!s:.80}; same torch and numpy as "
+                 f"stored: {portable.get('same_versions')})")]
     lines += ["", f"pytest -m cuda: {result['pytest']['summary']}"]
     lines += [f"- {x}" for x in result["pytest"]["failed"]]
     return "\n".join(lines)
@@ -222,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         write_fake_cifar100(root, n_train=1000 if quick else 50000, n_test=200 if quick else 10000)
         result["bench"] = bench_step(root, a, clock)
         result["trials"] = trials_step(root, a, clock)
+    result["portable"] = {"skipped": "--quick (the slow test tests/test_reproducibility.py checks the digest)"} \
+        if quick else portable_step(clock)
     result["pytest"] = pytest_step(clock)
     result["seconds"] = round(BUDGET_S - clock.left(BUDGET_S), 1)
     line = json.dumps(result)

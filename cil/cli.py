@@ -2,7 +2,8 @@
 
 Every flag of FACIL's ``main_incremental.py`` is understood: most set a config key, a few are accepted
 with a note (they have no counterpart here), the rest are refused with what replaces them.
-Order of precedence: ``--config`` YAML, then flags, then ``--set``.
+Order of precedence: ``--config`` YAML, then flags, then ``--set``. ``python -m cil verify RESULTS`` re-runs
+a recorded trial in its recorded numeric environment and compares its rows bit for bit (cil.verify).
 """
 
 from __future__ import annotations
@@ -263,6 +264,11 @@ def _check_writable_dir(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verify"]:  # python -m cil verify RESULTS: re-run a recorded trial, compare its rows
+        from cil.verify import main as verify_main
+
+        return verify_main(argv[1:])
     args = build_parser().parse_args(argv)
     notes, errors = facil_flag_messages(args)
     if args.gpu is not None and args.device is None and not _cuda_available():

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from cil.errors import ConfigError, PermanentError
+from cil.numerics import environment
 
 #: cuBLAS's workspace setting for reproducible matmuls (torch refuses deterministic CUDA matmuls without
 #: it); read when cuBLAS starts, so it is set before the process's first CUDA work
@@ -156,12 +157,12 @@ def _capability(device: torch.device) -> str:
     return f"{major}.{minor}"
 
 
-def provenance(device: torch.device, amp_in_effect: bool) -> dict[str, Any]:
+def provenance(device: torch.device, amp_in_effect: bool, config: dict[str, Any]) -> dict[str, Any]:
     """What ran: the device, the versions, and the numerics in effect (read from torch, not the config):
-    the values of cil.results_schema.PROVENANCE."""""
+    the values of cil.results_schema.PROVENANCE."""
     cuda = device.type == "cuda"
     cudnn = torch.backends.cudnn.version() if cuda and torch.backends.cudnn.is_available() else None
-    return {
+    ran = {
         "device_kind": device.type,
         "device_name": torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine()),
         "device_capability": _capability(device) if cuda else "",
@@ -172,6 +173,7 @@ def provenance(device: torch.device, amp_in_effect: bool) -> dict[str, Any]:
         "amp_in_effect": bool(amp_in_effect),
         "deterministic_in_effect": torch.are_deterministic_algorithms_enabled(),
     }
+    return ran | environment(config, ran)
 
 
 def _gib(n: float) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cil import metrics
+from cil import metrics, numerics
 from cil.approaches import make_approach
 from cil.approaches.base import TaskContext, task_seed, train_task
 from cil.config import MACHINE_KEYS, ExperimentConfig
@@ -59,6 +59,7 @@ class Experiment:
         self.cfg = cfg
         self.log = log
         self.after_epoch = after_epoch
+        numerics.apply(cfg.run.threads, cfg.run.cpu_isa)  # before the run's first kernel
         self.device = torch.device(cfg.resolved_device())
         check_amp(cfg.train.amp, self.device)
         apply_numerics(cfg.run.deterministic, cfg.train.tf32, cfg.train.cudnn_benchmark, self.device)
@@ -83,7 +84,7 @@ class Experiment:
         if cfg.train.compile:  # the backbone only: heads are added per task (state_dict keys unchanged)
             self.model.backbone.compile()
         #: what ran (cil.results_schema.PROVENANCE): a column of every task_results row
-        self.provenance = provenance(self.device, self.trainer.autocast_dtype is not None)
+        self.provenance = provenance(self.device, self.trainer.autocast_dtype is not None, cfg.to_flat())
 
     def add_head(self, t: int) -> None:
         """Task t's head, built by the approach from a generator seeded by (seed, t)."""
@@ -163,6 +164,8 @@ def _run(cfg: ExperimentConfig, state: dict[str, Any] | None, log: Log | None,
         search.load_state_dict(state["gridsearch"])
 
     flat = cfg.to_flat()
+    # run.threads is a count or "auto": one Parquet type across trials (the count in effect is its own column)
+    row_config = flat | {"run.threads": str(flat["run.threads"])}
     tests: list[tuple[torch.Tensor, torch.Tensor]] = [exp.scenario.task_split(u, "test") for u in range(T)]
     for t in range(start_task, cfg.run.stop_at_task or T):
         ctx = exp.begin_task(t)
@@ -179,7 +182,7 @@ def _run(cfg: ExperimentConfig, state: dict[str, Any] | None, log: Log | None,
             for column, values in ((f"acc_taw_{name}", taw), (f"acc_tag_{name}", tag)):
                 acc_other.setdefault(column, np.zeros((T, T)))[t, : t + 1] = values
         del ctx  # the old model goes with it
-        result = _task_result(cfg, flat, exp, t, acc_taw, acc_tag, acc_other, seconds,
+        result = _task_result(cfg, flat, row_config, exp, t, acc_taw, acc_tag, acc_other, seconds,
                               time.perf_counter() - eval_start, search, chosen)
         result.fit = report
         result.epoch_rows = epoch_rows(cfg, t, report)
@@ -197,7 +200,8 @@ def epoch_rows(cfg: ExperimentConfig, t: int, report: FitReport) -> list[dict[st
             for r in report.records]
 
 
-def _task_result(cfg: ExperimentConfig, flat: dict[str, Any], exp: Experiment, t: int, acc_taw: np.ndarray,
+def _task_result(cfg: ExperimentConfig, flat: dict[str, Any], row_config: dict[str, Any], exp: Experiment, t: int,
+                 acc_taw: np.ndarray,
                  acc_tag: np.ndarray, acc_other: dict[str, np.ndarray], seconds: list[float],
                  eval_seconds: float, search: GridSearch | None, chosen: TaskSearch | None) -> TaskResult:
     forg_taw, forg_tag = metrics.forgetting(acc_taw[: t + 1, : t + 1]), metrics.forgetting(acc_tag[: t + 1, : t + 1])
@@ -208,7 +212,7 @@ def _task_result(cfg: ExperimentConfig, flat: dict[str, Any], exp: Experiment, t
                       "train_seconds": seconds[t]} | exp.provenance
     task_rows = [common | {"eval_task": u, "acc_taw": float(acc_taw[t, u]), "acc_tag": float(acc_tag[t, u]),
                            "forg_taw": float(forg_taw[t, u]), "forg_tag": float(forg_tag[t, u])}
-                 | {column: float(mat[t, u]) for column, mat in acc_other.items()} | flat
+                 | {column: float(mat[t, u]) for column, mat in acc_other.items()} | row_config
                  | ({} if chosen is None else chosen.columns()) for u in range(t + 1)]
     head_rows = [ident | {"task": t, "head": h, "weight_norm": float(norm), "bias_mean": float(bias)}
                  for h, (norm, bias) in enumerate(exp.model.head_stats())]

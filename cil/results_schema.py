@@ -79,6 +79,24 @@ IDENTITY = (
 )
 TASK = Column("task", "int", "`t`, the task just trained (0-based)", varies=True)
 
+#: The CPU's numeric environment (cil.numerics sets it and reads it back): provenance too.
+ENVIRONMENT = (
+    Column("threads_in_effect", "int", "intra-op CPU threads the run computed with (`torch.get_num_threads()` "
+           "after `run.threads` was applied; [Reproducibility](reproducibility.md))", required=False),
+    Column("cpu_isa_in_effect", "string", "the CPU mode in effect, read back from the libraries: `portable (aten "
+           "AVX2, mkl COMPATIBLE, onednn off)`, `native (aten AVX512, mkl OFF, onednn on)`", required=False),
+    Column("cpu_model", "string", "the CPU's model name (`/proc/cpuinfo`)", required=False),
+    Column("numpy_version", "string", "`numpy.__version__`", required=False),
+    Column("cil_version", "string", "the project's version", required=False),
+    Column("git_commit", "string", "the commit of the clone it ran from (`+dirty` with uncommitted changes), "
+           "empty when not run from a clone", required=False),
+    Column("lock_hash", "string", "12 hex digits of a SHA-256 over every installed distribution's "
+           "`name==version` (pip, setuptools, wheel and this project left out)", required=False),
+    Column("numerics_fingerprint", "string", "hash of the config (without where it ran, where it stopped and "
+           "`run.threads` as written) and the provenance that changes the numbers: rows with equal fingerprints "
+           "must hold equal numbers (`python -m cil verify` checks it)", required=False),
+)
+
 #: What ran: a column of every task_results row, read from torch in the trial process (cil.device).
 PROVENANCE = (
     Column("device_kind", "string", "`cpu`, `cuda` or `mps`: the kind of device the trial trained on (part of "
@@ -95,6 +113,7 @@ PROVENANCE = (
            required=False),
     Column("deterministic_in_effect", "bool", "whether torch's deterministic algorithms were in effect",
            required=False),
+    *ENVIRONMENT,
 )
 
 #: What FACIL's grid search chose for each task (cil.gridsearch); null without it.
@@ -165,6 +184,7 @@ FAMILIES = {
 REQUIRED = {t: tuple(c.name for c in cols if c.required) for t, cols in DECLARED.items()}
 TASK_COLUMNS, HEAD_COLUMNS, EPOCH_COLUMNS = REQUIRED[TASK_RESULTS], REQUIRED[HEADS], REQUIRED[EPOCHS]
 PROVENANCE_COLUMNS = tuple(c.name for c in PROVENANCE)
+ENVIRONMENT_COLUMNS = tuple(c.name for c in ENVIRONMENT)
 GRIDSEARCH_COLUMNS = tuple(c.name for c in GRIDSEARCH)
 # A row is identified by the trial plus these columns: a reader keeps one row per key.
 TRIAL_KEYS = ("sweep", "trial_id")
@@ -200,8 +220,11 @@ def varies_per_row(table: str, name: str) -> bool:
 def _kind_of(tp: Any) -> str:
     """A config leaf's type hint as a column kind (``int | None`` is ``int``: every column may hold nulls)."""
     args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
-        tp = next(a for a in args if a is not type(None))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) > 1:  # ``int | str`` (run.threads: ``auto`` or a count): written as text
+            return "string"
+        tp = arms[0]
     if typing.get_origin(tp) is list:
         return f"list[{_kind_of(typing.get_args(tp)[0])}]"
     names = {str: "string", int: "int", float: "float", bool: "bool"}

@@ -12,8 +12,14 @@ import tempfile
 import drivers
 import pytest
 
+from cil.config import RunConfig
+from cil.numerics import startup_env
+
 _CACHE = tempfile.mkdtemp(prefix="cil-test-cache-")
 os.environ["CIL_CACHE_DIR"] = _CACHE
+# Tests run torch operations of their own before in-process runs: fix the default CPU mode's code paths
+# (run.cpu_isa) at the start, as a notebook would (docs/reproducibility.md).
+os.environ.update(startup_env(RunConfig().cpu_isa))
 
 
 def pytest_sessionfinish(session, exitstatus):

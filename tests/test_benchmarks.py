@@ -84,3 +84,4 @@ def test_gpu_check_runs_every_step_in_its_quick_cpu_mode(tmp_path, capsys):
     assert result["trials"]["1"]["aggregate_img_s"] > 0 and len(result["trials"]["2"]["peak_mib"]) == 2
     assert result["pytest"]["rc"] in (0, 5) and "skipped" in result["pytest"]["summary"]  # no CUDA here
     assert "| cil.bench fp32 |" in "\n".join(printed) and "| concurrent trials |" in "\n".join(printed)
+    assert "skipped" in result["portable"] and "portable CPU digest" in "\n".join(printed)

@@ -1,4 +1,5 @@
-"""``python -m tune sweep SPEC.yaml``: validate, then run (or resume) a sweep and print its table."""
+"""``python -m tune sweep SPEC.yaml``: validate, then run (or resume) a sweep and print its table;
+``python -m tune verify SWEEP``: re-run one of its trials and compare the rows bit for bit."""
 
 from __future__ import annotations
 
@@ -41,11 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "resource is missing and what to change (0: never)")
     s.add_argument("--pending-action", choices=PENDING_ACTIONS, default="wait",
                    help="after --pending-timeout: keep waiting, or stop (exit code 2; --resume continues)")
+    v = sub.add_parser("verify", help="re-run one trial of a finished sweep in its recorded environment and "
+                                      "compare its rows bit for bit (cil.verify)")
+    v.add_argument("sweep", help="the sweep's folder (<storage>/<name>) or its results/ folder, or a URI")
+    from cil.verify import add_arguments
+
+    add_arguments(v)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "verify":
+        from cil.verify import run_verify
+
+        return run_verify(args.sweep, args)
     try:
         spec = load_spec(args.spec)
     except SpecError as err:

@@ -23,7 +23,7 @@ from cil.config import _LEAVES, ConfigError, ExperimentConfig, Problems, flatten
 from cil.extras import install_hint
 
 TOP_KEYS = ("base", "grid", "search", "scheduler", "resources", "max_concurrent", "failure", "checkpoint",
-            "tracking")
+            "tracking", "reproduces")  # reproduces: the published numbers the preset reproduces (analysis.ledger)
 # What the driver does once trials have waited --pending-timeout seconds for resources (tune/pending.py,
 # which imports Ray; declared here, Ray-free, for the CLI and the watch alike).
 PENDING_ACTIONS = ("wait", "exit")
@@ -189,6 +189,10 @@ def parse_spec(raw: Any, source: str = "sweep spec") -> SweepSpec:
     _check_trial_configs(base, grid, search, p)
     scheduler = _parse_scheduler(raw.get("scheduler"), base, grid, search, p)
     tracking = _parse_tracking(raw.get("tracking"), p)
+    if "reproduces" in raw:  # not used by the sweep: checked here so that --against never meets a bad ledger
+        from analysis.ledger import parse_ledger
+
+        p.extend(parse_ledger(raw["reproduces"], "spec")[1])
     if p:
         raise SpecError(p, source)
     return SweepSpec(base=base, grid=grid, search=search, scheduler=scheduler, resources=resources,
@@ -252,6 +256,9 @@ def _parse_grid(raw: Any, base: dict[str, Any], p: Problems) -> dict[str, list[A
             p.append(f"grid.{key} is also set in base: give each key in one place")
         elif key == "run.device" or key.startswith("_"):
             p.append(f"grid.{key} cannot be swept")
+        elif key == "run.cpu_isa":  # ATen's and MKL's code paths are fixed per (reused) worker process
+            p.append("grid.run.cpu_isa cannot be swept: a worker process keeps the CPU mode of its first trial; "
+                     "set it in base and run one sweep per mode")
         elif not isinstance(values, list) or not values:
             p.append(f"grid.{key} = {values!r} is not valid: must be a non-empty list of values")
         elif len({repr(v) for v in values}) != len(values):

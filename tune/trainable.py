@@ -23,6 +23,7 @@ import ray
 import torch
 from ray import tune
 
+from cil import numerics
 from cil.config import ExperimentConfig
 from cil.device import GPU_SHARE_HEADROOM, cuda_device, set_cublas_workspace
 from cil.errors import PermanentError
@@ -74,6 +75,8 @@ def train_trial(config: dict[str, Any], *, sweep: str, results_dir: str, gpu_fra
 def _train(config: dict[str, Any], sweep: str, results_dir: str, ray_id: str, gpu_fraction: float) -> None:
     device = _device(gpu_fraction)
     runs = experiment_configs(config, ray_id, device)
+    numerics.claim_cpu_share(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
+    numerics.apply(runs[0][1].run.threads, runs[0][1].run.cpu_isa)  # before the checkpoint's tensors load
     states = _load_states(len(runs))
     for (trial_id, cfg), state in zip(runs, states, strict=True):
         if state is not None:  # rows of tasks after the checkpoint are about to be redone

@@ -45,6 +45,14 @@ def base_type(tp: Any) -> tuple[Any, bool]:
 def convert(key: str, value: Any, tp: Any) -> Any:
     """Check one leaf's type; ints are accepted where floats are expected, bools never as numbers."""
     base, optional = base_type(tp)
+    if typing.get_origin(base) in (typing.Union, types.UnionType):  # int | str: the first arm that takes it
+        for arm in typing.get_args(base):
+            try:
+                return convert(key, value, arm)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key} = {value!r} has the wrong type: expected "
+                          f"{' or '.join(type_name(a) for a in typing.get_args(tp))}")
     if value is None:
         if optional:
             return None

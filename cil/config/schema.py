@@ -21,6 +21,7 @@ from cil.catalog import AUGMENT_MODES, NETWORK_NAMES, dataset_problem
 
 SELECTIONS = ("random", "herding", "entropy", "distance")
 SGD_IMPLS = ("torch", "for-loop", "foreach", "fused")
+CPU_ISA_MODES = ("portable", "native")  # run.cpu_isa: what each sets is cil.numerics.CPU_MODES
 # Keys that say where a run happens, not what it computes: left out of the fingerprint (the device's
 # kind counts: a CUDA run gets other numbers than a CPU run, see ExperimentConfig.device_kind).
 MACHINE_KEYS = ("data.data_root", "data.on_device", "data.device_memory_budget", "data.cache_dir", "run.device")
@@ -47,6 +48,12 @@ def _learning_rates(values: list[float]) -> str | None:
 def _seed(value: int) -> str | None:
     """in [0, 2**32)"""
     return None if 0 <= value < 2**32 else "must be in [0, 2**32)"
+
+
+def _threads(value: int | str) -> str | None:
+    """`auto` or a count >= 1"""
+    ok = value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+    return None if ok else "use auto or a count >= 1"
 
 
 def _device(value: str) -> str | None:
@@ -263,6 +270,15 @@ class RunConfig:
     deterministic: bool = field(default=True, metadata={"flag": "--no-cudnn-deterministic", "sets": False})
     """Reproducible CUDA numerics, as FACIL runs unless --no-cudnn-deterministic: deterministic cuDNN
     without autotuning, torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG (docs/gpu.md)."""
+    threads: int | str = field(default="auto", metadata={"check": _threads})
+    """Intra-op CPU threads the run computes with (torch.set_num_threads); the count changes the bits of a CPU
+    result. `auto`: the trial's CPU share (resources.cpu) in a sweep, every core in `python -m cil`. Rows
+    record the count in effect (`threads_in_effect`)."""
+    cpu_isa: str = field(default="portable", metadata={"check": CPU_ISA_MODES})
+    """CPU instruction sets the kernels dispatch to: `portable` (torch's kernels capped at AVX2, oneDNN off,
+    MKL's reproducible code path: the same bits on any x86-64 CPU with AVX2) or `native` (the libraries'
+    fastest path for this CPU; bits may differ between CPU models). Set before the first kernel
+    (docs/reproducibility.md)."""
 
 
 
