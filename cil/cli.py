@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
 
     exp_name = args.exp_name or f"{cfg.data.dataset}_{cfg.approach}"
     results_dir = os.path.join(results_root, exp_name, "results")
-    trial_id = f"{cfg.approach}-s{cfg.run.seed}-{cfg.fingerprint()}"
+    trial_id = f"{cfg.approach}-s{cfg.run.seed}-{cfg.fingerprint(device)}"
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
     print(f"experiment {exp_name} / {trial_id} on {_device_text(device)}", flush=True)
     tensorboard = None

@@ -14,7 +14,6 @@ from cil.data.folders import LAYOUTS
 DEFAULT_ROOT = "data"  # used for downloadable sets when no root is given (FACIL: ../data)
 
 
-
 def load_dataset(name: str, root: str | os.PathLike | None, *, download: bool = True,
                  image_size: int | None = None, fixed_class_order: bool = False,
                  augment: str = "facil", cache_dir: str | os.PathLike | None = None) -> Dataset:
