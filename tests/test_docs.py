@@ -17,7 +17,7 @@ from cil.config import valid_keys
 ROOT = Path(__file__).resolve().parents[1]
 HOOK = ROOT / "docs" / "hooks" / "reference.py"
 QUICKSTART = [
-    "python3.11 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt",
+    "python3.11 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt -e .",
     "python -m tune sweep tune/presets/quickstart.yaml",
     'python -m pytest -m "not slow" -q',
 ]
@@ -98,6 +98,10 @@ def test_the_readme_is_a_short_front_page() -> None:
     assert len(text.splitlines()) < 200
     for command in QUICKSTART:  # the set-up and test commands, as CI (.ci/run) runs them
         assert any(line.startswith(command + " ") for line in text.splitlines()), command
+    # CI installs exactly the README's way: the lock and the project itself (importable from anywhere).
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip().startswith("pip install")]
+    assert ci == [QUICKSTART[0].split(" && ")[-1]]
     assert "docs/img/quickstart-accuracy.png" in text
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
         if not re.match(r"[a-z]+://", target):
