@@ -269,6 +269,9 @@ class ApproachSpec:
     #: ``memory.selection`` when the config leaves it unset
     selection: str = "random"
     stability: Stability | None = None
+    #: a reference that sees every task's data, not a method under comparison: "the best approach"
+    #: comparisons leave it out (``analysis.UPPER_BOUNDS``)
+    upper_bound: bool = False
 
 
 def _weights(w_joint: float, w_task: float, w_bce_kd: float, w_bce_pred: float) -> dict[str, float]:
@@ -303,7 +306,7 @@ _SPECS = [
     ApproachSpec("freezing", "cil.approaches.freezing:Freezing", _NO_DISTILLATION,
                  doc="backbone frozen after task 0, new heads only"),
     ApproachSpec("joint", "cil.approaches.joint:Joint", _NO_DISTILLATION,
-                 doc="upper bound: all data seen so far"),
+                 doc="upper bound: all data seen so far", upper_bound=True),
     ApproachSpec("lwf", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 0, 0), doc="FACIL's LwF", stability=_LWF_KNOB),
     ApproachSpec("lwf-s", "cil.approaches.lwf:LwF", _LWF | _weights(0, 1, 0, 0), doc="task-wise KD",
                  stability=_LWF_KNOB),
