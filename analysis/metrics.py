@@ -87,11 +87,12 @@ def steps(df: pd.DataFrame) -> tuple[Steps, pd.DataFrame, np.ndarray]:
 
 
 def with_columns(frame: pd.DataFrame, columns: dict[str, object]) -> pd.DataFrame:
-    """``frame`` with ``columns`` added (or replaced) in one concatenation: a results frame holds a block
-    per column (the loader skips consolidation), so adding columns one by one fragments it further and
-    pandas warns (PerformanceWarning)."""
+    """``frame`` with ``columns`` added (or replaced) in one concatenation, consolidated: a results frame
+    holds a block per column (the loader skips consolidation for speed), and adding columns to such a
+    frame, here or in the caller's code, makes pandas warn (PerformanceWarning). The frames built here
+    have a row per trial (or per trial and task), so the consolidating copy is cheap."""
     new = pd.DataFrame(columns, index=frame.index)
-    return pd.concat([frame.drop(columns=[c for c in columns if c in frame.columns]), new], axis=1)
+    return pd.concat([frame.drop(columns=[c for c in columns if c in frame.columns]), new], axis=1).copy()
 
 
 def _like(source: pd.Series, values: np.ndarray) -> np.ndarray:

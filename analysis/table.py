@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import textwrap
 
 import pandas as pd
@@ -141,6 +142,7 @@ def _csv(header: list[str], rows: list[list[str]]) -> str:
     return buffer.getvalue()
 
 
+_NUMBER_MINUS = re.compile(r"(?<![\w.])-(?=\.?\d)")  # the sign of a number, not a hyphen inside a name
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
@@ -148,7 +150,10 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 def _latex(header: list[str], rows: list[list[str]], numeric: list[bool], notes: list[str],
            setting: str) -> str:
     def tex(text: str) -> str:
+        if text == "-":  # a missing value: a dash, not a hyphen
+            return "--"
         escaped = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+        escaped = _NUMBER_MINUS.sub(r"$-$", escaped)  # a minus sign, not a hyphen (lwf-s keeps its hyphen)
         return escaped.replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
 
     spec = "".join("r" if num else "l" for num in numeric)
