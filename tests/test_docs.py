@@ -106,3 +106,13 @@ def test_the_readme_is_a_short_front_page() -> None:
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
         if not re.match(r"[a-z]+://", target):
             assert (ROOT / target).exists(), f"README links to a missing file: {target}"
+
+
+def test_code_blocks_wrap_or_scroll(site) -> None:
+    """Commands wrap at the page's edge (a trailing comment stays in view) and output scrolls: the
+    stylesheet is on every page and the blocks carry the language class and line spans it selects."""
+    css = (site / "stylesheets" / "extra.css").read_text()
+    assert "pre-wrap" in css and 'code > span[id^="__span"]' in css
+    page = (site / "getting-started" / "index.html").read_text()
+    assert "stylesheets/extra.css" in page
+    assert '<div class="language-bash highlight"><pre><span></span><code><span id="__span-0-1">' in page
