@@ -178,3 +178,12 @@ def test_no_performance_warning_on_a_real_sweeps_width(tmp_path):
         figures.plot_learning_curves(analysis.load_epochs(results), df)
         figures.plot_accuracy_matrix(df)
         trials["x"] = 1.0
+
+
+def test_short_data_set_names_keep_only_what_tells_settings_apart():
+    from analysis.groups import setting_titles
+
+    assert setting_titles([("synthetic:classes=50,channels=1", 5), ("synthetic:classes=20,channels=1", 5),
+                           ("cifar100", 10)]) == ["synthetic (classes=50), 5 tasks", "synthetic (classes=20), 5 tasks",
+                                                  "cifar100, 10 tasks"]
+    assert setting_titles([(qs.DATASET, 5), (qs.DATASET, 10)]) == ["synthetic, 5 tasks", "synthetic, 10 tasks"]
