@@ -205,9 +205,10 @@ def _schema_problem(file: str, schema: pa.Schema, table: str) -> ResultsError | 
     names = set(schema.names)
     missing = [c for c in required if c not in names]
     if missing:
+        has = ", ".join(schema.names[:8]) + (f" and {len(schema.names) - 8} more" if len(schema.names) > 8 else "")
         return ResultsError(
             f"{file}: missing required column{'s' if len(missing) > 1 else ''} "
-            f"{', '.join(repr(c) for c in missing)} (a {table} file needs: {', '.join(required)})")
+            f"{', '.join(repr(c) for c in missing)} of a {table} file (it has: {has or 'no columns'})")
     for name in INTEGER_COLUMNS[table]:
         kind = schema.field(name).type
         if not pa.types.is_integer(kind):
