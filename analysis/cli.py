@@ -7,7 +7,6 @@ and figure that does not need it is still written; ``--strict`` fails on it inst
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import warnings
@@ -160,8 +159,6 @@ def write_figures(args: argparse.Namespace, df: pd.DataFrame, out: str) -> list[
                 raise
             print(f"warning: {name}.{ext} skipped: {exc}", file=sys.stderr)
             continue
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=ext, dpi=100, metadata=figures.file_metadata(ext))
-        write_bytes(os.path.join(out, f"{name}.{ext}"), buffer.getvalue())
+        write_bytes(os.path.join(out, f"{name}.{ext}"), figures.to_bytes(fig, ext))
         written.append(f"{name}.{ext}")
     return written

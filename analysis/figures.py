@@ -48,10 +48,17 @@ def style(i: int) -> dict[str, Any]:
             "marker": _MARKERS[i % len(_MARKERS)]}
 
 
-def file_metadata(fmt: str) -> dict[str, Any]:
-    """``savefig`` metadata that leaves the date out of PDF and SVG files, so a figure of the same
-    results is the same file."""
-    return _VECTOR_METADATA.get(fmt, {})
+def to_bytes(fig: Figure, fmt: str = "png", dpi: float = 100) -> bytes:
+    """The figure as a PNG, PDF or SVG file's bytes; vector files carry no date and fixed element ids,
+    so a figure of the same results is the same file."""
+    import io
+
+    from matplotlib import rc_context
+
+    buffer = io.BytesIO()
+    with rc_context({"svg.hashsalt": "cil-sweeps"}):
+        fig.savefig(buffer, format=fmt, dpi=dpi, metadata=_VECTOR_METADATA.get(fmt, {}))
+    return buffer.getvalue()
 
 
 @dataclass

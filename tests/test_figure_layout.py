@@ -187,3 +187,11 @@ def test_short_data_set_names_keep_only_what_tells_settings_apart():
                            ("cifar100", 10)]) == ["synthetic (classes=50), 5 tasks", "synthetic (classes=20), 5 tasks",
                                                   "cifar100, 10 tasks"]
     assert setting_titles([(qs.DATASET, 5), (qs.DATASET, 10)]) == ["synthetic, 5 tasks", "synthetic, 10 tasks"]
+
+
+def test_vector_files_are_the_same_for_the_same_figure(drawn):
+    fig = drawn["forgetting.png"]
+    svg = figures.to_bytes(fig, "svg")
+    assert svg.startswith(b"<?xml") and b"<svg" in svg[:400] and svg == figures.to_bytes(fig, "svg")
+    pdf = figures.to_bytes(fig, "pdf")
+    assert pdf.startswith(b"%PDF-") and b"CreationDate" not in pdf and pdf == figures.to_bytes(fig, "pdf")
