@@ -8,7 +8,8 @@ Reads only the Parquet results schema of docs/results-schema.md (never torch or 
     print(analysis.format_table(table))
 """
 
-from analysis.errors import ResultsError
+from analysis.errors import ResultsError, ResultsWarning
+from analysis.groups import UPPER_BOUNDS
 from analysis.load import load, load_epochs, load_heads
 from analysis.metrics import curves, final_forgetting, trial_metrics
 from analysis.summary import summary
@@ -30,6 +31,8 @@ def __getattr__(name: str):
 __all__ = [
     "METRICS",
     "ResultsError",
+    "ResultsWarning",
+    "UPPER_BOUNDS",
     "curves",
     "final_forgetting",
     "final_table",

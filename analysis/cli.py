@@ -1,18 +1,21 @@
 """``python -m analysis RESULTS``: print the comparison table, and with ``--out`` write summary.csv,
-trials.csv and the figures as PNG."""
+trials.csv (summary.tex with ``--format latex``) and the figures (PNG, or PDF/SVG).
+
+A bad results file (unreadable, truncated, foreign) is skipped with a warning naming it, and every table
+and figure that does not need it is still written; ``--strict`` fails on it instead (exit 2)."""
 
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import pandas as pd
 
 from analysis.atomic import write_bytes
-from analysis.errors import ResultsError
+from analysis.errors import ResultsError, ResultsWarning
 from analysis.ledger import against, format_against, load_ledger
 from analysis.load import find_files, load, load_epochs, load_heads
 from analysis.metrics import trial_metrics
@@ -24,7 +27,10 @@ EPILOG = """\
 RESULTS is a sweep's results/ folder, the sweep folder, a folder of several sweeps, a task_results/
 folder, or a URI (s3://bucket/storage/sweep). Groups are always split by dataset and num_tasks.
 Partial trials (running or errored) are left out unless --include-partial; trials.csv lists all.
+A results file that cannot be read (truncated, not Parquet, another table's columns) is skipped with a
+warning naming it; --strict stops with exit code 2 instead.
 """
+FIGURE_FORMATS = ("png", "pdf", "svg")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="grouping columns, e.g. --by approach loss.lamb (default: approach)")
     parser.add_argument("--baseline", metavar="NAME",
                         help="approach to compare with (or COLUMN=VALUE): adds deltas paired by seed")
-    parser.add_argument("--out", metavar="DIR", help="write summary.csv, trials.csv and PNG figures here")
-    parser.add_argument("--format", choices=FORMATS, default="markdown", help="printed table format")
+    parser.add_argument("--out", metavar="DIR", help="write summary.csv, trials.csv and the figures here "
+                                                     "(and summary.tex with --format latex)")
+    parser.add_argument("--format", choices=FORMATS, default="markdown",
+                        help="printed table format; latex with --out also writes summary.tex, for \\input")
+    parser.add_argument("--figure-format", choices=FIGURE_FORMATS, default="png",
+                        help="file format of the figures: png, or pdf/svg (vector, for a paper)")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (exit 2) on an unreadable or foreign results file instead of skipping it")
     parser.add_argument("--include-partial", action="store_true",
                         help="include running/errored trials, at their last trained task")
     parser.add_argument("--columns", choices=COLUMNS, default="compact",
@@ -55,19 +67,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except ResultsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():  # restores the filters and showwarning on the way out
+        warnings.simplefilter("always", ResultsWarning)
+        warnings.showwarning = _show_warning
+        try:
+            run(args)
+        except ResultsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """One line per warning, as the CLI's other messages: no source location, no code line."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> None:
     if args.out:
         check_out(args.out)  # before loading anything, so a bad --out costs no work
     ledger = load_ledger(args.against) if args.against else None  # before loading too
-    df = load(args.results)
+    df = load(args.results, strict=args.strict)
     trials = trial_metrics(df)
     table = summary(trials, by=args.by, baseline=args.baseline, include_partial=args.include_partial)
     print(format_table(table, args.format, digits=args.digits, columns=args.columns), end="")
@@ -101,40 +121,51 @@ def write_outputs(args: argparse.Namespace, df: pd.DataFrame, trials: pd.DataFra
     write_bytes(os.path.join(out, "summary.csv"), table.to_csv(index=False).encode())
     write_bytes(os.path.join(out, "trials.csv"), trials.to_csv(index=False).encode())
     written = ["summary.csv", "trials.csv"]
+    if args.format == "latex":
+        text = format_table(table, "latex", digits=args.digits, columns=args.columns)
+        write_bytes(os.path.join(out, "summary.tex"), text.encode())
+        written.append("summary.tex")
     if not args.no_figures:
         written += write_figures(args, df, out)
     print(f"wrote {', '.join(written)} to {out}", file=sys.stderr)
 
 
 def write_figures(args: argparse.Namespace, df: pd.DataFrame, out: str) -> list[str]:
+    """Each figure on its own: one that fails on its data (a side table with no readable file) is
+    skipped with a note, and the others are still written (``--strict``: the error stops the run)."""
     from analysis import figures
 
-    by, partial = args.by, args.include_partial
+    by, partial, ext = args.by, args.include_partial, args.figure_format
     if not (partial or df["complete"].any()):
         print("note: no complete trial yet, figures skipped (use --include-partial)", file=sys.stderr)
         return []
     df = figures.prepare(df)
     plots = {
-        "accuracy.png": lambda: figures.plot_accuracy(df, by, partial),
-        "acc_matrix_tag.png": lambda: figures.plot_accuracy_matrix(df, by, "acc_tag", partial),
-        "acc_matrix_taw.png": lambda: figures.plot_accuracy_matrix(df, by, "acc_taw", partial),
-        "forgetting.png": lambda: figures.plot_forgetting(df, by, partial),
+        "accuracy": lambda: figures.plot_accuracy(df, by, partial),
+        "acc_matrix_tag": lambda: figures.plot_accuracy_matrix(df, by, "acc_tag", partial),
+        "acc_matrix_taw": lambda: figures.plot_accuracy_matrix(df, by, "acc_taw", partial),
+        "forgetting": lambda: figures.plot_forgetting(df, by, partial),
     }
-    try:
-        find_files(args.results, HEADS)
-    except ResultsError as exc:
-        print(f"note: head_norms.png skipped: {exc}", file=sys.stderr)
-    else:
-        plots["head_norms.png"] = lambda: figures.plot_head_norms(load_heads(args.results), df, by, partial)
-    try:
-        find_files(args.results, EPOCHS)
-    except ResultsError as exc:
-        print(f"note: learning_curves.png skipped: {exc}", file=sys.stderr)
-    else:
-        plots["learning_curves.png"] = lambda: figures.plot_learning_curves(load_epochs(args.results), df, by,
-                                                                            partial)
+    side = {"head_norms": (HEADS, lambda: figures.plot_head_norms(
+                load_heads(args.results, strict=args.strict), df, by, partial)),
+            "learning_curves": (EPOCHS, lambda: figures.plot_learning_curves(
+                load_epochs(args.results, strict=args.strict), df, by, partial))}
+    for name, (table, make) in side.items():
+        try:
+            find_files(args.results, table)
+        except ResultsError as exc:  # results without this table: nothing to draw, not a failure
+            print(f"note: {name}.{ext} skipped: {exc}", file=sys.stderr)
+        else:
+            plots[name] = make
+    written = []
     for name, make in plots.items():
-        buffer = io.BytesIO()
-        make().savefig(buffer, format="png", dpi=100)
-        write_bytes(os.path.join(out, name), buffer.getvalue())
-    return list(plots)
+        try:
+            fig = make()
+        except ResultsError as exc:
+            if args.strict:
+                raise
+            print(f"warning: {name}.{ext} skipped: {exc}", file=sys.stderr)
+            continue
+        write_bytes(os.path.join(out, f"{name}.{ext}"), figures.to_bytes(fig, ext))
+        written.append(f"{name}.{ext}")
+    return written

@@ -9,18 +9,21 @@ also draws into the caller's axes (``ax=``: one Axes, or one per panel) to fit t
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from analysis.errors import ResultsError
-from analysis.groups import group_keys, group_trials, labels, setting_title
+from analysis.groups import group_keys, group_trials, labels, setting_titles
 from analysis.metrics import Steps, steps
 from analysis.trials import trial_codes
 from cil.results_schema import EPOCH_COLUMNS, EPOCHS, HEAD_COLUMNS, HEADS, SETTING_COLUMNS, TERM_PREFIX, TRIAL_KEYS
@@ -28,6 +31,34 @@ from cil.results_schema import EPOCH_COLUMNS, EPOCHS, HEAD_COLUMNS, HEADS, SETTI
 By = str | Sequence[str] | None
 AxesLike = Any  # a matplotlib Axes, or a sequence / array of them
 _BAND_NOTE = "line: mean over seeds; band: ±1 std"
+# Up to 12 groups get a distinct (colour, line style, marker): the Okabe-Ito colours (yellow left out,
+# too pale on white; they stay apart for colour-blind readers), line styles shifted every 8 groups so
+# group i and i + 8 share a colour but not a style, and 12 markers. Past 12, styles repeat.
+_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#7F7F7F")
+_LINESTYLES = ("-", "--", "-.", ":")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p")
+IDENTICAL_NOTE = "identical-curves"  # the gid of the note naming coinciding curves in a panel
+_VECTOR_METADATA = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
+
+
+def style(i: int) -> dict[str, Any]:
+    """Line style of the ``i``-th group: colour, line style and marker (``Axes.plot`` keywords)."""
+    return {"color": _COLOURS[i % len(_COLOURS)],
+            "linestyle": _LINESTYLES[(i + i // len(_COLOURS)) % len(_LINESTYLES)],
+            "marker": _MARKERS[i % len(_MARKERS)]}
+
+
+def to_bytes(fig: Figure, fmt: str = "png", dpi: float = 100) -> bytes:
+    """The figure as a PNG, PDF or SVG file's bytes; vector files carry no date and fixed element ids,
+    so a figure of the same results is the same file."""
+    import io
+
+    from matplotlib import rc_context
+
+    buffer = io.BytesIO()
+    with rc_context({"svg.hashsalt": "cil-sweeps"}):
+        fig.savefig(buffer, format=fmt, dpi=dpi, metadata=_VECTOR_METADATA.get(fmt, {}))
+    return buffer.getvalue()
 
 
 @dataclass
@@ -48,7 +79,8 @@ def prepare(df: Frame) -> Prepared:
 
 
 class _Groups:
-    """Trials of ``df`` assigned to groups (code -1: left out), with labels and colours."""
+    """Trials of ``df`` assigned to groups (code -1: left out, else in the registry's approach order),
+    with labels, line styles and the settings' titles."""
 
     def __init__(self, trials: pd.DataFrame, by: By, include_partial: bool):
         self.keys = group_keys(trials, by)
@@ -59,20 +91,13 @@ class _Groups:
         self.code = np.full(len(trials), -1)
         self.code[used], self.groups = group_trials(trials.loc[used], self.keys)
         self.labels = labels(self.groups, self.keys)
-        palette = _palette(len(dict.fromkeys(self.labels)))
-        colour_of = {label: palette[i] for i, label in enumerate(dict.fromkeys(self.labels))}
-        self.colours = [colour_of[label] for label in self.labels]
+        style_of = {label: style(i) for i, label in enumerate(dict.fromkeys(self.labels))}
+        self.styles = [style_of[label] for label in self.labels]  # one label, one style, in every panel
         settings = self.groups[list(SETTING_COLUMNS)].drop_duplicates()
         self.settings = [tuple(row) for row in settings.itertuples(index=False)]
         self.setting_of = [self.settings.index(tuple(row)) for row in
                            self.groups[list(SETTING_COLUMNS)].itertuples(index=False)]
-
-
-def _palette(n: int) -> list:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
+        self.titles = setting_titles(self.settings)
 
 
 def _figure(rows: int, cols: int, width: float = 5.6, height: float = 3.9) -> tuple[Figure, np.ndarray]:
@@ -118,19 +143,58 @@ def _bands(group: np.ndarray, x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
     return frame.groupby(["g", "x"], sort=True)["y"].agg(["mean", "std", "count"]).reset_index()
 
 
-def _draw(ax, bands: pd.DataFrame, groups: _Groups, setting: int, scale: float = 100.0) -> None:
-    """One line with a ±1 std band per group of ``setting``; x from ``xplot`` when bands has it."""
+def _draw(ax, bands: pd.DataFrame, groups: _Groups, setting: int, scale: float = 100.0,
+          ticks: bool = True) -> None:
+    """One line with a ±1 std band per group of ``setting``; x from ``xplot`` when bands has it.
+    ``ticks``: x ticks at the data's x values (one per task) when there are at most 20 of them.
+    Lines that coincide (one hides the others) are named in a note in the panel."""
+    drawn: list[tuple[int, np.ndarray, np.ndarray]] = []
+    same_as: dict[int, int] = {}
     for g, part in bands.groupby("g", sort=True):
         if groups.setting_of[g] != setting:
             continue
         x = part["xplot" if "xplot" in part.columns else "x"].to_numpy()
         mean = part["mean"].to_numpy() * scale
         std = np.nan_to_num(part["std"].to_numpy() * scale)
-        ax.plot(x, mean, marker="o", markersize=3.5, linewidth=1.8, color=groups.colours[g],
+        ax.plot(x, mean, markersize=4, linewidth=1.6, markevery=max(1, len(x) // 15), **groups.styles[g],
                 label=f"{groups.labels[g]} (n={int(part['count'].max())})")
-        ax.fill_between(x, mean - std, mean + std, color=groups.colours[g], alpha=0.18, linewidth=0)
+        ax.fill_between(x, mean - std, mean + std, color=groups.styles[g]["color"], alpha=0.12, linewidth=0)
+        twin = next((h for h, hx, hm in drawn if _same_curve(hx, hm, x, mean)), None)
+        if twin is not None:
+            same_as[g] = same_as.get(twin, twin)
+        drawn.append((g, x, mean))
     ax.grid(True, alpha=0.3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    xs = np.unique(np.concatenate([d[1] for d in drawn])) if drawn else np.zeros(0)
+    if ticks and 0 < len(xs) <= 20:
+        ax.set_xticks(xs, [f"{v:g}" for v in np.round(xs, 1)])
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if same_as:
+        clusters: dict[int, list[int]] = {}
+        for g, head in same_as.items():
+            clusters.setdefault(head, [head]).append(g)
+        _note(ax, "; ".join(" = ".join(groups.labels[g] for g in members) for members in clusters.values()))
+
+
+def _note(ax, text: str) -> None:
+    """A note about a panel's curves ("identical curves: a = b"), wrapped to the panel's width and put
+    where it covers the fewest points (a handle-less legend, so the panel's own legend stays free)."""
+    from matplotlib.legend import Legend
+
+    width_pt = ax.get_position().width * ax.figure.get_figwidth() * 72
+    lines = textwrap.wrap(f"identical curves: {text}", max(20, int(width_pt / 4.5)))  # x-small: ~4.5 pt a char
+    note = Legend(ax, [], [], title="\n".join(lines), title_fontsize="x-small", loc="best", framealpha=0.85,
+                  borderpad=0.3, alignment="left")
+    note.set_gid(IDENTICAL_NOTE)
+    ax.add_artist(note)
+
+
+def _same_curve(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> bool:
+    """Whether two curves would be drawn on top of each other (same points up to rounding)."""
+    if x0.shape != x1.shape or not np.allclose(x0, x1):
+        return False
+    span = max(1e-12, float(np.nanmax(np.abs(np.concatenate([y0, y1])), initial=0.0)))
+    return bool(np.allclose(y0, y1, rtol=0, atol=1e-6 * span, equal_nan=True))
 
 
 def _legend(ax) -> None:
@@ -228,7 +292,7 @@ def plot_accuracy(df: Frame, by: By = ("approach",), include_partial: bool = Fal
     classes = _bands(g, task, s.values["classes_seen"][trial, task])[["g", "x", "mean"]]
     classes = classes.rename(columns={"mean": "xplot"})
     fig, axes, kinds, own = _grid(ax, len(groups.settings), ("tag", "taw"), kinds, "plot_accuracy")
-    prefixes, setting = _titles([setting_title(*st) for st in groups.settings], own)
+    prefixes, setting = _titles(groups.titles, own)
     for row, _ in enumerate(groups.settings):
         for col, kind in enumerate(kinds):
             ax = axes[row, col]
@@ -265,7 +329,7 @@ def plot_accuracy_matrix(df: Frame, by: By = ("approach",), metric: str = "acc_t
     mean = mean.reshape(n_groups, width, width) * 100
     own = ax is None
     if own:
-        cols = min(4, n_groups)
+        cols = min(3, n_groups)
         fig, axes = _figure(math.ceil(n_groups / cols), cols, width=4.2, height=3.8)
     else:
         axes = np.asarray(ax, dtype=object).reshape(-1)
@@ -274,19 +338,24 @@ def plot_accuracy_matrix(df: Frame, by: By = ("approach",), metric: str = "acc_t
                                f"{axes.size} Axes")
         fig = axes[0].figure
     image = None
-    prefixes, setting = _titles([setting_title(*st) for st in groups.settings], own)
+    prefixes, setting = _titles(groups.titles, own)
+    norm = _accuracy_norm(mean)
+    cmap = colormaps["viridis"]
     for i, ax in enumerate(axes.flat):
         if i >= n_groups:
             ax.set_visible(False)
             continue
         tasks = int(groups.groups["num_tasks"].iloc[i])
         matrix = mean[i, :tasks, :tasks]
-        image = ax.imshow(np.ma.masked_invalid(matrix), vmin=0, vmax=100, cmap="viridis", origin="upper")
-        if tasks <= 12:
+        image = ax.imshow(np.ma.masked_invalid(matrix), norm=norm, cmap=cmap, origin="upper")
+        size = _cell_font_size(ax, tasks)
+        if size is not None:
             for (ti, ui), v in np.ndenumerate(matrix):
                 if not np.isnan(v):
-                    ax.text(ui, ti, f"{v:.0f}", ha="center", va="center", fontsize=7,
-                            color="black" if v > 60 else "white")
+                    r, g_, b, _ = cmap(norm(v))
+                    dark = 0.2126 * r + 0.7152 * g_ + 0.0722 * b < 0.5
+                    ax.text(ui, ti, f"{v:.0f}", ha="center", va="center", fontsize=size,
+                            color="white" if dark else "black")
         _panel_title(ax, prefixes[groups.setting_of[i]], groups.labels[i], fontsize="medium")
         ticks = np.arange(0, tasks, max(1, math.ceil(tasks / 10)))
         ax.set_xticks(ticks)
@@ -296,7 +365,30 @@ def plot_accuracy_matrix(df: Frame, by: By = ("approach",), metric: str = "acc_t
     if image is not None:
         fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label=f"{metric} (%), mean over seeds")
     kind = "task-agnostic (TAg)" if metric == "acc_tag" else "task-aware (TAw)"
-    return _finish(fig, axes, own, f"Accuracy matrix, {kind}", setting, note="mean over seeds")
+    note = "mean over seeds" if norm.vmin == 0 else f"mean over seeds; colours span {norm.vmin:g}-{norm.vmax:g}%"
+    return _finish(fig, axes, own, f"Accuracy matrix, {kind}", setting, note=note)
+
+
+def _accuracy_norm(mean: np.ndarray) -> Normalize:
+    """One colour scale for every panel (so colours compare across groups) over the range the values
+    use, widened to multiples of 5 points: task-aware accuracies of 93-98% get the whole colour map
+    instead of one shade of yellow."""
+    if not np.isfinite(mean).any():
+        return Normalize(0, 100)
+    low, high = float(np.nanmin(mean)), float(np.nanmax(mean))
+    vmin = max(0.0, math.floor(low / 5) * 5)
+    vmax = min(100.0, max(vmin + 5, math.ceil(high / 5) * 5))
+    return Normalize(vmin, vmax)
+
+
+def _cell_font_size(ax, tasks: int) -> float | None:
+    """Font size (points) for the numbers in a heatmap's cells: what fits a cell of this panel,
+    at most 10; None (no numbers) below 6 points, where they cannot be read."""
+    fig = ax.figure
+    box = ax.get_position()
+    side = min(box.width * fig.get_figwidth(), box.height * fig.get_figheight()) * 72 / tasks
+    size = min(10.0, side / 2.2)  # "100" is about 1.8 font sizes wide; keep a margin
+    return size if size >= 6 else None
 
 
 def plot_forgetting(df: Frame, by: By = ("approach",), include_partial: bool = False, *, ax: AxesLike = None,
@@ -311,7 +403,7 @@ def plot_forgetting(df: Frame, by: By = ("approach",), include_partial: bool = F
     keep = (t == s.last[codes]) & (u < t)
     g = groups.code[codes][keep]
     fig, axes, kinds, own = _grid(ax, len(groups.settings), ("tag", "taw"), kinds, "plot_forgetting")
-    prefixes, setting = _titles([setting_title(*st) for st in groups.settings], own)
+    prefixes, setting = _titles(groups.titles, own)
     for row, _ in enumerate(groups.settings):
         for col, kind in enumerate(kinds):
             ax = axes[row, col]
@@ -384,8 +476,8 @@ def plot_head_norms(heads: pd.DataFrame, df: Frame | None = None, by: By = ("app
     fig, axes, values, own = _grid(ax, len(groups.settings), ("weight_norm", "bias_mean"), values,
                                    "plot_head_norms")
     texts = {"weight_norm": "weight norm (L2)", "bias_mean": "bias mean"}
-    prefixes, setting = _titles([setting_title(*st) if df is not None else f"{st[1]} heads"
-                                 for st in groups.settings], own)
+    row_texts = groups.titles if df is not None else [f"{st[1]} heads" for st in groups.settings]
+    prefixes, setting = _titles(row_texts, own)
     for row, _ in enumerate(groups.settings):
         for col, name in enumerate(values):
             text = texts[name]
@@ -427,8 +519,8 @@ def plot_learning_curves(epochs: pd.DataFrame, df: Frame | None = None, by: By =
     chosen = values if values is not None or ax is not None else LEARNING_VALUES[:3]
     fig, axes, values, own = _grid(ax, len(groups.settings), (*LEARNING_VALUES, *terms), chosen,
                                    "plot_learning_curves")
-    prefixes, setting = _titles([setting_title(*st) if df is not None else f"{st[1]} tasks"
-                                 for st in groups.settings], own)
+    row_texts = groups.titles if df is not None else [f"{st[1]} tasks" for st in groups.settings]
+    prefixes, setting = _titles(row_texts, own)
     for row, _ in enumerate(groups.settings):
         in_setting = (g >= 0) & np.isin(g, [i for i, s in enumerate(groups.setting_of) if s == row])
         starts = pd.DataFrame({"c": codes, "t": task, "x": running})[in_setting & (epoch == 1) & (task > 0)]
@@ -436,14 +528,20 @@ def plot_learning_curves(epochs: pd.DataFrame, df: Frame | None = None, by: By =
         for col, name in enumerate(values):
             ax = axes[row, col]
             value = epochs[name].to_numpy(dtype=np.float64, na_value=np.nan)
-            _draw(ax, _bands(g, running, value), groups, row, scale=100.0 if name == "val_acc_taw" else 1.0)
-            if (bounds == 1).all():
-                for x in starts.groupby("t")["x"].first():
-                    ax.axvline(x - 0.5, color="0.6", linestyle=":", linewidth=1)
+            _draw(ax, _bands(g, running, value), groups, row, scale=100.0 if name == "val_acc_taw" else 1.0,
+                  ticks=False)
+            if (bounds == 1).all():  # every trial starts each task at the same epoch: ticks there
+                edges = starts.groupby("t")["x"].first().to_numpy() - 0.5
+                for x in edges:
+                    ax.axvline(x, color="0.6", linestyle=":", linewidth=1)
+                edges = np.r_[0.5, edges]
+                shown = edges[:: max(1, math.ceil(len(edges) / 12))]
+                ax.set_xticks(shown, [f"{x - 0.5:g}" for x in shown])
             if name == "lr":
                 ax.set_yscale("log")
             text = _LEARNING_TEXT.get(name, f"loss term {name[len(TERM_PREFIX):]}")
             _panel_title(ax, prefixes[row], text)
-            ax.set_xlabel("epoch (all tasks in order)")
+            ax.set_xlabel("epoch (all tasks in order; ticks at task starts)" if (bounds == 1).all()
+                          else "epoch (all tasks in order)")
             ax.set_ylabel(text)
     return _finish(fig, axes, own, "Learning curves", setting)

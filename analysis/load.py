@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from analysis.errors import ResultsError
+from analysis.errors import ResultsError, ResultsWarning
 from analysis.trials import complete_trials, drop_duplicates, trial_codes
 from cil.results_schema import (
     EPOCHS,
@@ -32,18 +32,21 @@ from cil.results_schema import (
 )
 
 PathLike = str | os.PathLike
+_NAMED_SKIPS = 10  # skipped files named one by one; past that, one count
 
 
-def load(path: PathLike, filesystem: pafs.FileSystem | None = None) -> pd.DataFrame:
+def load(path: PathLike, filesystem: pafs.FileSystem | None = None, *, strict: bool = False) -> pd.DataFrame:
     """All ``task_results`` rows under ``path``, plus a per-row ``complete`` flag for its trial.
 
     ``path`` may be a sweep's ``results/`` folder, the sweep folder, a folder of several sweeps, a
     ``task_results/`` folder, a single Parquet file, or a URI (``s3://bucket/storage/sweep``).
     Trials still running or errored are kept with ``complete == False``. Files are read in sorted
     path order; if a (sweep, trial_id, task, eval_task) row appears twice, the last one read is
-    kept and a warning says so.
+    kept and a warning says so. A file that is not readable Parquet, or lacks the table's columns
+    (truncated, or foreign), is skipped with a :class:`ResultsWarning` naming it; ``strict=True``
+    raises :class:`ResultsError` instead.
     """
-    df, files, file_of_row = _read(path, TASK_RESULTS, filesystem)
+    df, files, file_of_row = _read(path, TASK_RESULTS, filesystem, strict)
     codes, first = trial_codes(df)
     _check_task_values(df, codes, first, files, file_of_row)
     df, codes, first = drop_duplicates(df, codes, first, ROW_KEYS[TASK_RESULTS], TASK_RESULTS)
@@ -54,9 +57,11 @@ def load(path: PathLike, filesystem: pafs.FileSystem | None = None) -> pd.DataFr
     return df
 
 
-def load_heads(path: PathLike, filesystem: pafs.FileSystem | None = None) -> pd.DataFrame:
-    """All ``heads`` rows (per-head weight norm and bias mean after each task) under ``path``."""
-    df, files, file_of_row = _read(path, HEADS, filesystem)
+def load_heads(path: PathLike, filesystem: pafs.FileSystem | None = None, *, strict: bool = False
+               ) -> pd.DataFrame:
+    """All ``heads`` rows (per-head weight norm and bias mean after each task) under ``path``; bad
+    files as in :func:`load`."""
+    df, files, file_of_row = _read(path, HEADS, filesystem, strict)
     _check_not_null(df, ("sweep", "trial_id", "task", "head"), files, file_of_row)
     task = df["task"].to_numpy(dtype=np.int64)
     head = df["head"].to_numpy(dtype=np.int64)
@@ -66,11 +71,13 @@ def load_heads(path: PathLike, filesystem: pafs.FileSystem | None = None) -> pd.
     return df
 
 
-def load_epochs(path: PathLike, filesystem: pafs.FileSystem | None = None) -> pd.DataFrame:
+def load_epochs(path: PathLike, filesystem: pafs.FileSystem | None = None, *, strict: bool = False
+                ) -> pd.DataFrame:
     """All ``epochs`` rows under ``path``: one per trained epoch of each (trial, task), with the training
     loss, each loss term's mean (``term.<name>``; null in tasks without that term), the validation
-    loss and task-aware accuracy, the lr and the epoch's seconds. Readable while a sweep runs."""
-    df, files, file_of_row = _read(path, EPOCHS, filesystem)
+    loss and task-aware accuracy, the lr and the epoch's seconds. Readable while a sweep runs; bad files
+    as in :func:`load`."""
+    df, files, file_of_row = _read(path, EPOCHS, filesystem, strict)
     _check_not_null(df, ("sweep", "trial_id", "task", "epoch"), files, file_of_row)
     task = df["task"].to_numpy(dtype=np.int64)
     epoch = df["epoch"].to_numpy(dtype=np.int64)
@@ -135,29 +142,48 @@ def find_files(path: PathLike, table: str, filesystem: pafs.FileSystem | None = 
     return fs, sorted(files)
 
 
-def _read(path: PathLike, table: str, filesystem: pafs.FileSystem | None
+def _read(path: PathLike, table: str, filesystem: pafs.FileSystem | None, strict: bool
           ) -> tuple[pd.DataFrame, list[str], np.ndarray]:
-    """Read and schema-check every file; return the frame, the files and each row's file index."""
+    """Read and schema-check every file, skipping (or, ``strict``, failing on) the unreadable and the
+    foreign ones; return the frame, the files and each row's file index."""
     fs, files = find_files(path, table, filesystem)
 
-    def read_one(file: str) -> pa.Table:
+    def read_one(file: str) -> pa.Table | ResultsError:
         try:
             # Threads across files already; one file is small, so no threads inside it.
             return pq.read_table(file, filesystem=fs, use_threads=len(files) < 4)
         except (pa.ArrowException, OSError) as exc:
-            raise ResultsError(f"{file}: not a readable Parquet file ({exc})") from exc
+            return ResultsError(f"{file}: not a readable Parquet file ({exc})")
 
     # Reading many small files is latency-bound, more so on object stores: read them concurrently.
     workers = 16 if isinstance(fs, pafs.LocalFileSystem) else 64
     with ThreadPoolExecutor(max_workers=min(workers, len(files))) as pool:
-        tables = list(pool.map(read_one, files))
-    # Files with no rows add nothing (a writer may leave one, even without columns).
-    nonempty = [i for i, t in enumerate(tables) if t.num_rows > 0]
-    files, tables = [files[i] for i in nonempty], [tables[i] for i in nonempty]
-    if not tables:
+        read = list(pool.map(read_one, files))
+    good: list[tuple[str, pa.Table]] = []
+    skipped: list[ResultsError] = []
+    for file, tbl in zip(files, read, strict=True):
+        # Files with no rows add nothing (a writer may leave one, even without columns).
+        problem = tbl if isinstance(tbl, ResultsError) else None if tbl.num_rows == 0 else \
+            _schema_problem(file, tbl.schema, table)
+        if problem is not None:
+            if strict:
+                raise problem
+            skipped.append(problem)
+        elif tbl.num_rows > 0:
+            good.append((file, tbl))
+    for problem in skipped[:_NAMED_SKIPS]:
+        warnings.warn(f"skipped {problem} (strict=True, or --strict, fails instead)", ResultsWarning,
+                      stacklevel=3)
+    if len(skipped) > _NAMED_SKIPS:
+        warnings.warn(f"skipped {len(skipped) - _NAMED_SKIPS} more unreadable or foreign {table} files",
+                      ResultsWarning, stacklevel=3)
+    if not good:
+        if skipped:
+            raise ResultsError(f"{os.fspath(path)}: no readable {table} file ({len(skipped)} skipped; the "
+                               f"first: {skipped[0]})")
         raise ResultsError(f"{os.fspath(path)}: the {table} files hold no rows yet")
-    for file, tbl in zip(files, tables, strict=True):
-        _check_schema(file, tbl.schema, table)
+    files, tables = [f for f, _ in good], [t for _, t in good]
+    del read, good
     try:
         merged = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -173,23 +199,25 @@ def _read(path: PathLike, table: str, filesystem: pafs.FileSystem | None
     return df, files, file_of_row
 
 
-def _check_schema(file: str, schema: pa.Schema, table: str) -> None:
-    """Fail with the file and the first problem: a missing column or a column of the wrong kind."""
+def _schema_problem(file: str, schema: pa.Schema, table: str) -> ResultsError | None:
+    """The file and its first problem, a missing column or a column of the wrong kind (None: none)."""
     required = REQUIRED[table]
     names = set(schema.names)
     missing = [c for c in required if c not in names]
     if missing:
-        raise ResultsError(
+        has = ", ".join(schema.names[:8]) + (f" and {len(schema.names) - 8} more" if len(schema.names) > 8 else "")
+        return ResultsError(
             f"{file}: missing required column{'s' if len(missing) > 1 else ''} "
-            f"{', '.join(repr(c) for c in missing)} (a {table} file needs: {', '.join(required)})")
+            f"{', '.join(repr(c) for c in missing)} of a {table} file (it has: {has or 'no columns'})")
     for name in INTEGER_COLUMNS[table]:
         kind = schema.field(name).type
         if not pa.types.is_integer(kind):
-            raise ResultsError(f"{file}: column {name!r} must hold integers, found {kind}")
+            return ResultsError(f"{file}: column {name!r} must hold integers, found {kind}")
     for name in NUMERIC_COLUMNS[table]:
         kind = schema.field(name).type
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)):
-            raise ResultsError(f"{file}: column {name!r} must hold numbers, found {kind}")
+            return ResultsError(f"{file}: column {name!r} must hold numbers, found {kind}")
+    return None
 
 
 def _conflict_error(files: Sequence[str], tables: Sequence[pa.Table], exc: Exception) -> ResultsError:

@@ -82,9 +82,18 @@ def steps(df: pd.DataFrame) -> tuple[Steps, pd.DataFrame, np.ndarray]:
             values[name] = np.where(rows > 0, mean, np.nan).reshape(n_trials, width)
     present = (rows > 0).reshape(n_trials, width)
     last = width - 1 - np.argmax(present[:, ::-1], axis=1)
-    trials = df.iloc[first][trial_columns(df)].reset_index(drop=True)
-    trials["complete"] = complete_trials(codes, first, n)
+    trials = with_columns(df.iloc[first][trial_columns(df)].reset_index(drop=True),
+                          {"complete": complete_trials(codes, first, n)})
     return Steps(trials, present, last, values), df, codes
+
+
+def with_columns(frame: pd.DataFrame, columns: dict[str, object]) -> pd.DataFrame:
+    """``frame`` with ``columns`` added (or replaced) in one concatenation, consolidated: a results frame
+    holds a block per column (the loader skips consolidation for speed), and adding columns to such a
+    frame, here or in the caller's code, makes pandas warn (PerformanceWarning). The frames built here
+    have a row per trial (or per trial and task), so the consolidating copy is cheap."""
+    new = pd.DataFrame(columns, index=frame.index)
+    return pd.concat([frame.drop(columns=[c for c in columns if c in frame.columns]), new], axis=1).copy()
 
 
 def _like(source: pd.Series, values: np.ndarray) -> np.ndarray:
@@ -99,19 +108,18 @@ def trial_metrics(df: pd.DataFrame) -> pd.DataFrame:
     final ``classes_seen``, the metrics of summary.csv (schema.METRICS) and the total ``train_seconds``."""
     s, rows, codes = steps(df)
     idx = np.arange(len(s.trials))
-    out = s.trials.copy()
-    out["last_task"] = s.last
-    out["classes_seen"] = _like(df["classes_seen"], s.values["classes_seen"][idx, s.last])
+    new: dict[str, np.ndarray] = {"last_task": s.last,
+                                  "classes_seen": _like(df["classes_seen"], s.values["classes_seen"][idx, s.last])}
     n_steps = s.present.sum(axis=1)
     for kind in ("tag", "taw"):
         acc = s.values[f"acc_{kind}"]
-        out[f"final_acc_{kind}"] = acc[idx, s.last]
+        new[f"final_acc_{kind}"] = acc[idx, s.last]
         # NaN accuracies in the data propagate; absent steps (partial trials) do not count.
-        out[f"avg_inc_acc_{kind}"] = np.where(s.present, acc, 0.0).sum(axis=1) / n_steps
-        out[f"final_forg_{kind}"] = s.values[f"forg_{kind}"][idx, s.last]
-    out["train_seconds"] = np.where(s.present, s.values["train_seconds"], 0.0).sum(axis=1)
-    for name, value in _paper_averages(rows, codes, len(s.trials)).items():
-        out[name] = value
+        new[f"avg_inc_acc_{kind}"] = np.where(s.present, acc, 0.0).sum(axis=1) / n_steps
+        new[f"final_forg_{kind}"] = s.values[f"forg_{kind}"][idx, s.last]
+    new |= _paper_averages(rows, codes, len(s.trials))
+    new["train_seconds"] = np.where(s.present, s.values["train_seconds"], 0.0).sum(axis=1)
+    out = with_columns(s.trials, new)
     return out[[*s.trials.columns, "last_task", "classes_seen", *METRICS, "train_seconds"]]
 
 
@@ -137,12 +145,10 @@ def curves(df: pd.DataFrame) -> pd.DataFrame:
     average forgetting (mean over u < task), and ``classes_seen`` for the x axis."""
     s, _, _ = steps(df)
     trial, task = np.nonzero(s.present)
-    out = s.trials.iloc[trial].reset_index(drop=True)
-    out["task"] = task
-    for name in ("classes_seen", "acc_tag", "acc_taw", "forg_tag", "forg_taw"):
-        out[name] = s.values[name][trial, task]
-    out["classes_seen"] = _like(df["classes_seen"], out["classes_seen"].to_numpy())
-    return out
+    new = {"task": task, **{name: s.values[name][trial, task]
+                            for name in ("classes_seen", "acc_tag", "acc_taw", "forg_tag", "forg_taw")}}
+    new["classes_seen"] = _like(df["classes_seen"], new["classes_seen"])
+    return with_columns(s.trials.iloc[trial].reset_index(drop=True), new)
 
 
 def final_forgetting(df: pd.DataFrame) -> pd.DataFrame:
@@ -151,8 +157,6 @@ def final_forgetting(df: pd.DataFrame) -> pd.DataFrame:
     t = rows["task"].to_numpy(dtype=np.int64)
     u = rows["eval_task"].to_numpy(dtype=np.int64)
     keep = (t == s.last[codes]) & (u < t)
-    out = s.trials.iloc[codes[keep]].reset_index(drop=True)
-    out["eval_task"] = u[keep]
-    for name in ("forg_tag", "forg_taw"):
-        out[name] = rows[name].to_numpy(dtype=np.float64, na_value=np.nan)[keep]
-    return out
+    new = {"eval_task": u[keep], **{name: rows[name].to_numpy(dtype=np.float64, na_value=np.nan)[keep]
+                                    for name in ("forg_tag", "forg_taw")}}
+    return with_columns(s.trials.iloc[codes[keep]].reset_index(drop=True), new)

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import ResultsError
-from analysis.groups import format_value, group_keys, matches
-from analysis.metrics import trial_metrics
+from analysis.groups import format_value, group_keys, matches, ordered
+from analysis.metrics import trial_metrics, with_columns
 from analysis.stats import ci95, welch_ci95
 from cil.results_schema import METRICS, SETTING_COLUMNS
 
@@ -70,16 +70,19 @@ def _count(n: int, noun: str) -> str:
 def _group_stats(used: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """The summary table without deltas, and the non-NaN count per metric (for Welch intervals)."""
     grouped = used.groupby(keys, dropna=False, sort=True)
-    out = grouped.size().rename("n_seeds").reset_index()
+    sizes = grouped.size().rename("n_seeds").reset_index()
+    order = ordered(sizes[keys]).index.to_numpy()  # the approaches in the registry's order
+    columns: dict[str, np.ndarray] = {}
     counts = {}
     for m in METRICS:
         column = grouped[m]
-        std = column.std(ddof=1).to_numpy(dtype=np.float64)
-        counts[m] = column.count().to_numpy(dtype=np.float64)
-        out[f"{m}_mean"] = column.mean().to_numpy(dtype=np.float64)
-        out[f"{m}_std"] = std
-        out[f"{m}_ci95"] = ci95(std, counts[m])
-    return out, counts
+        std = column.std(ddof=1).to_numpy(dtype=np.float64)[order]
+        counts[m] = column.count().to_numpy(dtype=np.float64)[order]
+        columns[f"{m}_mean"] = column.mean().to_numpy(dtype=np.float64)[order]
+        columns[f"{m}_std"] = std
+        columns[f"{m}_ci95"] = ci95(std, counts[m])
+    sizes = sizes.iloc[order].reset_index(drop=True)
+    return with_columns(sizes, columns), counts
 
 
 def _baseline_selector(trials: pd.DataFrame, keys: list[str], baseline: str) -> tuple[str, str]:
@@ -116,33 +119,35 @@ def _add_deltas(table: pd.DataFrame, counts: dict[str, np.ndarray], used: pd.Dat
     for m in METRICS:
         paired[m] = paired[m] - paired[m + base_tag]
     grouped = paired.groupby(keys, dropna=False, sort=False)
-    pair_stats = grouped.size().rename("__n_paired").reset_index()
+    stats: dict[str, np.ndarray] = {}
     for m in METRICS:
-        pair_stats["__mean_" + m] = grouped[m].mean().to_numpy(dtype=np.float64)
-        pair_stats["__std_" + m] = grouped[m].std(ddof=1).to_numpy(dtype=np.float64)
-        pair_stats["__count_" + m] = grouped[m].count().to_numpy(dtype=np.float64)
+        stats["__mean_" + m] = grouped[m].mean().to_numpy(dtype=np.float64)
+        stats["__std_" + m] = grouped[m].std(ddof=1).to_numpy(dtype=np.float64)
+        stats["__count_" + m] = grouped[m].count().to_numpy(dtype=np.float64)
+    pair_stats = with_columns(grouped.size().rename("__n_paired").reset_index(), stats)
 
     # Unpaired fallback: the baseline group's mean and spread, matched on the other keys.
     base_rows = matches(table[column], text)
-    base_stats = table.loc[base_rows, others].copy()
-    base_stats["__has_base"] = True
+    stats = {"__has_base": np.ones(int(base_rows.sum()), dtype=bool)}
     for m in METRICS:
-        base_stats["__bmean_" + m] = table.loc[base_rows, f"{m}_mean"].to_numpy()
-        base_stats["__bstd_" + m] = table.loc[base_rows, f"{m}_std"].to_numpy()
-        base_stats["__bcount_" + m] = counts[m][base_rows]
+        stats["__bmean_" + m] = table.loc[base_rows, f"{m}_mean"].to_numpy()
+        stats["__bstd_" + m] = table.loc[base_rows, f"{m}_std"].to_numpy()
+        stats["__bcount_" + m] = counts[m][base_rows]
+    base_stats = with_columns(table.loc[base_rows, others], stats)
 
     joined = table.merge(pair_stats, on=keys, how="left").merge(base_stats, on=others, how="left")
     n_paired = joined["__n_paired"].fillna(0).to_numpy(dtype=np.int64)
     has_base = joined["__has_base"].notna().to_numpy()
     paired_rows = n_paired > 0
-    out = table.copy()
+    added: dict[str, np.ndarray] = {}
     for m in METRICS:
         j = joined
         delta = np.where(paired_rows, j["__mean_" + m], j[f"{m}_mean"] - j["__bmean_" + m])
         half = np.where(paired_rows, ci95(j["__std_" + m], j["__count_" + m]),
                         welch_ci95(j[f"{m}_std"], counts[m], j["__bstd_" + m], j["__bcount_" + m]))
-        out[f"{m}_delta"] = np.where(has_base, delta, np.nan)
-        out[f"{m}_delta_ci95"] = np.where(has_base, half, np.nan)
+        added[f"{m}_delta"] = np.where(has_base, delta, np.nan)
+        added[f"{m}_delta_ci95"] = np.where(has_base, half, np.nan)
+    out = with_columns(table, added)
     out = out[[*keys, "n_seeds", *[f"{m}_{s}" for m in METRICS
                                    for s in ("mean", "std", "ci95", "delta", "delta_ci95")]]]
 

@@ -16,6 +16,7 @@ import csv
 import io
 import math
 import os
+import re
 import textwrap
 from collections.abc import Sequence
 
@@ -154,6 +155,7 @@ def _csv(header: list[str], rows: list[list[str]]) -> str:
     return buffer.getvalue()
 
 
+_NUMBER_MINUS = re.compile(r"(?<![\w.])-(?=\.?\d)")  # the sign of a number, not a hyphen inside a name
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
@@ -161,7 +163,10 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 def _latex(header: list[str], rows: list[list[str]], numeric: list[bool], notes: list[str],
            setting: str) -> str:
     def tex(text: str) -> str:
+        if text == "-":  # a missing value: a dash, not a hyphen
+            return "--"
         escaped = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+        escaped = _NUMBER_MINUS.sub(r"$-$", escaped)  # a minus sign, not a hyphen (lwf-s keeps its hyphen)
         return escaped.replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
 
     spec = "".join("r" if num else "l" for num in numeric)

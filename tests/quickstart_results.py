@@ -27,9 +27,10 @@ def _forgetting(acc: np.ndarray, t: int, u: int) -> float:
     return float(max(acc[k, u] for k in range(u, t)) - acc[t, u]) if u < t else 0.0
 
 
-def write(results: str, dataset: str = DATASET, sweep: str = SWEEP, approaches: tuple[str, ...] = APPROACHES
-          ) -> str:
-    """Write the quickstart-shaped results under ``results`` (a sweep's results/ folder); returns it."""
+def write(results: str, dataset: str = DATASET, sweep: str = SWEEP, approaches: tuple[str, ...] = APPROACHES,
+          config: dict | None = None) -> str:
+    """Write the quickstart-shaped results under ``results`` (a sweep's results/ folder); returns it.
+    ``config``: more config columns (a real sweep's rows carry over a hundred)."""
     rng = np.random.default_rng(0)
     for a, approach in enumerate(approaches):
         retain = {"finetuning": 0.3, "joint": 0.99}.get(approach, 0.6 + 0.03 * a)
@@ -39,7 +40,7 @@ def write(results: str, dataset: str = DATASET, sweep: str = SWEEP, approaches: 
             taw = np.clip(0.97 - 0.01 * age + rng.normal(0, 0.01, age.shape), 0, 1)
             tag = np.clip(taw * (retain + (1 - retain) * np.exp(-age)) + rng.normal(0, 0.01, age.shape), 0, 1)
             config = {"data.dataset": dataset, "data.num_tasks": NUM_TASKS, "model.network": "convnet",
-                      "train.nepochs": EPOCHS, "train.batch_size": 64, "run.seed": seed}
+                      "train.nepochs": EPOCHS, "train.batch_size": 64, "run.seed": seed, **(config or {})}
             for t in range(NUM_TASKS):
                 rows = [dict(sweep=sweep, trial_id=trial, approach=approach, seed=seed, dataset=dataset,
                              num_tasks=NUM_TASKS, network="convnet", task=t, eval_task=u,

@@ -263,8 +263,35 @@ def test_schema_violation_names_file_and_column(tmp_path):
     bad = os.path.join(results, "task_results", "b_t000.parquet")
     pq.write_table(pa.table({"sweep": ["s1"], "trial_id": ["b"], "task": [0]}), bad)
     with pytest.raises(analysis.ResultsError) as err:
-        analysis.load(results)
+        analysis.load(results, strict=True)
     assert bad in str(err.value) and "'approach'" in str(err.value) and "'acc_tag'" in str(err.value)
+    # Without strict the foreign file is skipped, named in a warning, and the good trial is read.
+    with pytest.warns(analysis.ResultsWarning, match=r"skipped .*b_t000\.parquet: missing required columns"):
+        df = analysis.load(results)
+    assert set(df["trial_id"]) == {"a"}
+
+
+def test_unreadable_files_are_skipped_with_a_warning_or_fail_when_strict(tmp_path):
+    results = str(tmp_path / "results")
+    write_trial(results, "a", "lwf", 0)
+    write_trial(results, "b", "lwf", 1)
+    good = os.path.join(results, "task_results", "b_t000.parquet")
+    with open(good, "rb") as f:
+        data = f.read()
+    with open(good, "wb") as f:  # truncated, as a copy cut short leaves it
+        f.write(data[: len(data) // 2])
+    with pytest.warns(analysis.ResultsWarning, match=r"skipped .*b_t000\.parquet: not a readable Parquet file"):
+        df = analysis.load(results)
+    # b lost its first task's rows with the file: it reads as a partial trial, left out of summaries.
+    assert df.groupby("trial_id")["complete"].all().to_dict() == {"a": True, "b": False}
+    with pytest.raises(analysis.ResultsError, match=r"b_t000\.parquet: not a readable Parquet file"):
+        analysis.load(results, strict=True)
+    lone = tmp_path / "lone" / "task_results"
+    lone.mkdir(parents=True)
+    (lone / "x.parquet").write_bytes(b"not parquet")
+    with pytest.warns(analysis.ResultsWarning), \
+            pytest.raises(analysis.ResultsError, match=r"no readable task_results file \(1 skipped; the first: "):
+        analysis.load(str(lone))
 
 
 def test_wrong_types_and_values_are_rejected(tmp_path):
@@ -279,7 +306,7 @@ def test_wrong_types_and_values_are_rejected(tmp_path):
     table = table.set_column(table.schema.get_field_index("task"), "task", pa.array(["zero"]))
     pq.write_table(table, os.path.join(other, "task_results", "a_t000.parquet"))
     with pytest.raises(analysis.ResultsError, match="'task' must hold integers"):
-        analysis.load(other)
+        analysis.load(other, strict=True)
 
 
 def test_empty_and_missing_folders_give_clear_errors(tmp_path):

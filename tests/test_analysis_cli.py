@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+import quickstart_results as qs
 
 import analysis
 from analysis import bench, cli, synth
@@ -61,6 +63,8 @@ def test_cli_in_process_matches_api(storage, tmp_path, capsys):
     assert cli.main([storage, "--out", out, "--format", "latex"]) == 0
     printed = capsys.readouterr()
     assert r"\begin{tabular}" in printed.out and "wrote summary.csv" in printed.err
+    with open(os.path.join(out, "summary.tex")) as f:  # the printed table, as a file for \input
+        assert f.read() == printed.out
     table = check_outputs(out, baseline=False)
     expected = analysis.summary(analysis.load(storage))
     assert np.allclose(table["final_acc_tag_mean"], expected["final_acc_tag_mean"])
@@ -73,6 +77,57 @@ def test_cli_errors_exit_2_with_a_message(tmp_path, capsys, storage):
     assert "error:" in capsys.readouterr().err
     assert cli.main([storage, "--by", "approach", "nope"]) == 2
     assert "valid columns are" in capsys.readouterr().err
+    assert cli.main([storage, "--by", "aproach"]) == 2
+    assert "not a per-trial column of these results; did you mean 'approach'?" in capsys.readouterr().err
+
+
+def test_by_names_the_closest_columns_and_counts_config_keys(tmp_path):
+    """A real sweep has over a hundred dotted config columns: the error names the closest ones and
+    counts the rest per section instead of listing them all."""
+    config = {f"{section}.key_{i}": i for section in ("train", "loss", "data") for i in range(40)}
+    results = qs.write(str(tmp_path / "results"), approaches=qs.APPROACHES[:2], config=config)
+    with pytest.raises(analysis.ResultsError) as err:
+        analysis.summary(analysis.load(results), by=["train.key_7x"])
+    message = str(err.value)
+    assert "did you mean 'train.key_7'" in message and "train.* (" in message and "data.key_39" not in message
+    assert len(message) < 400
+
+
+def test_a_bad_file_loses_only_what_needs_it(tmp_path, capsys):
+    """A truncated task_results file, a foreign Parquet file among them and unreadable heads: every table
+    and figure that does not need them is written (warnings name the files), exit 0; --strict: exit 2."""
+    results = qs.write(str(tmp_path / "sweep" / "results"), approaches=("finetuning", "lwf"))
+    truncated = os.path.join(results, "task_results", "lwf-2_t004.parquet")
+    with open(truncated, "rb") as f:
+        data = f.read()
+    with open(truncated, "wb") as f:
+        f.write(data[:100])
+    foreign = os.path.join(results, "task_results", "notes.parquet")
+    pd.DataFrame({"comment": ["not a results file"]}).to_parquet(foreign)
+    heads = os.path.join(results, "heads")
+    for name in os.listdir(heads):
+        with open(os.path.join(heads, name), "wb") as f:
+            f.write(b"PAR1 cut short")
+    out = str(tmp_path / "report")
+    assert cli.main([results, "--baseline", "lwf", "--out", out, "--format", "latex", "--figure-format", "pdf"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: skipped {truncated}: not a readable Parquet file" in err
+    assert f"warning: skipped {foreign}: missing required columns" in err
+    assert "warning: head_norms.pdf skipped: " in err and "no readable heads file" in err
+    written = sorted(os.listdir(out))
+    assert written == sorted(["summary.csv", "trials.csv", "summary.tex", "accuracy.pdf", "acc_matrix_tag.pdf",
+                              "acc_matrix_taw.pdf", "forgetting.pdf", "learning_curves.pdf"])
+    with open(os.path.join(out, "learning_curves.pdf"), "rb") as f:
+        assert f.read(5) == b"%PDF-"
+    trials = pd.read_csv(os.path.join(out, "trials.csv"))
+    assert not trials.set_index("trial_id").loc["lwf-2", "complete"]  # its last task's rows were in that file
+    with open(os.path.join(out, "summary.tex")) as f:
+        tex = f.read()
+    assert "$-$" in tex and not re.search(r"(?<![\w.])-\d", tex)  # minus signs, not hyphens
+    strict = str(tmp_path / "strict")
+    assert cli.main([results, "--out", strict, "--strict"]) == 2
+    assert f"error: {truncated}: not a readable Parquet file" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(strict, "summary.csv"))
 
 
 def test_out_that_is_a_file_exits_2_before_any_work(tmp_path, capsys, monkeypatch, storage):

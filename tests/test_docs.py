@@ -17,7 +17,7 @@ from cil.config import valid_keys
 ROOT = Path(__file__).resolve().parents[1]
 HOOK = ROOT / "docs" / "hooks" / "reference.py"
 QUICKSTART = [
-    "python3.11 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt",
+    "python3.11 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt -e .",
     "python -m tune sweep tune/presets/quickstart.yaml",
     'python -m pytest -m "not slow" -q',
 ]
@@ -100,7 +100,21 @@ def test_the_readme_is_a_short_front_page() -> None:
     assert len(text.splitlines()) < 200
     for command in QUICKSTART:  # the set-up and test commands, as CI (.ci/run) runs them
         assert any(line.startswith(command + " ") for line in text.splitlines()), command
+    # CI installs exactly the README's way: the lock and the project itself (importable from anywhere).
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip().startswith("pip install")]
+    assert ci == [QUICKSTART[0].split(" && ")[-1]]
     assert "docs/img/quickstart-accuracy.png" in text
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
         if not re.match(r"[a-z]+://", target):
             assert (ROOT / target).exists(), f"README links to a missing file: {target}"
+
+
+def test_code_blocks_wrap_or_scroll(site) -> None:
+    """Commands wrap at the page's edge (a trailing comment stays in view) and output scrolls: the
+    stylesheet is on every page and the blocks carry the language class and line spans it selects."""
+    css = (site / "stylesheets" / "extra.css").read_text()
+    assert "pre-wrap" in css and 'code > span[id^="__span"]' in css
+    page = (site / "getting-started" / "index.html").read_text()
+    assert "stylesheets/extra.css" in page
+    assert '<div class="language-bash highlight"><pre><span></span><code><span id="__span-0-1">' in page

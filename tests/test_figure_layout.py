@@ -89,20 +89,109 @@ def test_legends_cover_no_data(drawn):
             assert not figures.covers_data(ax, legends[0], renderer), name
 
 
-def test_the_setting_is_in_the_figure_title_and_long_names_are_shortened(drawn, results):
+def test_the_setting_is_in_the_figure_title_and_long_names_are_shortened(drawn, tmp_path):
     for name, fig in drawn.items():
-        assert qs.DATASET in fig.get_suptitle(), name
-        assert all(qs.DATASET not in ax.get_title() for ax in fig.axes), name
+        # the data set's short name: its options (classes=50,channels=1,...) are the spec's business
+        assert "synthetic, 5 tasks" in fig.get_suptitle() and qs.DATASET not in fig.get_suptitle(), name
+        assert all("synthetic" not in ax.get_title() for ax in fig.axes), name
     # On the caller's narrow axes the setting stays in the panel title, cut in its middle to fit.
+    long_name = "a_data_set_with_a_long_name_and_no_options_to_leave_out"
+    results = qs.write(str(tmp_path / "long" / "results"), dataset=long_name, approaches=qs.APPROACHES[:2])
     fig = Figure(figsize=(5.5, 3.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     figures.plot_accuracy(analysis.load(results), ax=ax)
     title = ax.get_title()
-    assert "…" in title and title.endswith("5 tasks\ntask-agnostic (TAg)") and title.startswith("synth")
+    assert "…" in title and title.endswith("5 tasks\ntask-agnostic (TAg)") and title.startswith("a_data")
     boxes = text_boxes(fig)
     page = fig.bbox
     assert all(page.x0 <= b.x0 and b.x1 <= page.x1 for t, b in boxes if t == title)
     # a legend inside the small axes would cover the curves: it moved outside them
     assert not figures.covers_data(ax, ax.get_legend(), fig.canvas.get_renderer())
     assert np.all(np.isfinite(ax.lines[0].get_ydata()))
+
+
+def test_approaches_in_the_registrys_order_with_distinct_styles(drawn):
+    fig = drawn["accuracy.png"]
+    labels = [text.get_text().split(" (n=")[0] for text in fig.legends[0].get_texts()]
+    assert labels == list(qs.APPROACHES)  # finetuning, joint, lwf, lwf-s, ...: the paper's families
+    lines = {(line.get_color(), line.get_linestyle(), line.get_marker()) for line in fig.axes[0].lines}
+    assert len(lines) == len(qs.APPROACHES)
+    styles = [tuple(figures.style(i).values()) for i in range(12)]
+    assert len(set(styles)) == 12 and len({s[0] for s in styles[:8]}) == 8  # 8 colours, then styles differ
+
+
+def test_ticks_sit_on_tasks(drawn):
+    accuracy = drawn["accuracy.png"].axes[0]
+    assert list(accuracy.get_xticks()) == [10, 20, 30, 40, 50]  # classes seen after each task
+    assert list(drawn["forgetting.png"].axes[0].get_xticks()) == [0, 1, 2, 3]
+    curves = drawn["learning_curves.png"].axes[0]
+    starts = [0.5 + qs.EPOCHS * t for t in range(qs.NUM_TASKS)]  # where each task's first epoch begins
+    assert list(curves.get_xticks()) == starts
+    assert [t.get_text() for t in curves.get_xticklabels()] == ["0", "25", "50", "75", "100"]
+
+
+def test_identical_curves_are_named_in_a_note(drawn):
+    """The quickstart-shaped heads give every approach the same bias means, and all but lwf the same
+    weight norms: the lines hide each other, and the panel says so."""
+    norm, bias = drawn["head_norms.png"].axes[:2]
+
+    def note(ax):
+        [found] = [a for a in ax.get_children() if a.get_gid() == figures.IDENTICAL_NOTE]
+        return " ".join(found.get_title().get_text().split())
+
+    assert note(bias) == "identical curves: " + " = ".join(qs.APPROACHES)
+    assert note(norm) == "identical curves: " + " = ".join(a for a in qs.APPROACHES if a != "lwf")
+    assert not [a for a in drawn["accuracy.png"].axes[0].get_children() if a.get_gid() == figures.IDENTICAL_NOTE]
+
+
+def test_accuracy_matrices_are_readable(drawn):
+    fig = drawn["acc_matrix_taw.png"]
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len({round(ax.get_position().y0, 3) for ax in panels[:3]}) == 1  # three panels a row
+    assert len({round(ax.get_position().y0, 3) for ax in panels[:4]}) == 2
+    # task-aware accuracies of ~93-98%: the colours span that range, not 0-100 in one shade of yellow
+    low, high = panels[0].images[0].get_clim()
+    assert low >= 85 and high <= 100
+    colours = {tuple(np.round(panels[0].images[0].to_rgba(v), 2)) for v in (93.0, 97.0)}
+    assert len(colours) == 2
+    sizes = {text.get_fontsize() for text in panels[0].texts}
+    assert len(panels[0].texts) == 15 and min(sizes) >= 8  # every cell's number, readable
+
+
+def test_no_performance_warning_on_a_real_sweeps_width(tmp_path):
+    """A real sweep's rows carry ~130 config columns, one Arrow block each: every public function and
+    figure must build its frames at once (pandas warns when columns are added one by one)."""
+    import warnings
+
+    config = {f"{section}.key_{i}": float(i) for section in ("train", "loss", "data", "model") for i in range(30)}
+    results = qs.write(str(tmp_path / "results"), approaches=("finetuning", "lwf"), config=config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        df = analysis.load(results)
+        trials = analysis.trial_metrics(df)
+        analysis.summary(df, baseline="lwf")
+        curves = analysis.curves(df)
+        curves["gap"] = curves["acc_taw"] - curves["acc_tag"]  # a user's own column: no warning either
+        analysis.final_forgetting(df)
+        figures.plot_head_norms(analysis.load_heads(results), df)
+        figures.plot_learning_curves(analysis.load_epochs(results), df)
+        figures.plot_accuracy_matrix(df)
+        trials["x"] = 1.0
+
+
+def test_short_data_set_names_keep_only_what_tells_settings_apart():
+    from analysis.groups import setting_titles
+
+    assert setting_titles([("synthetic:classes=50,channels=1", 5), ("synthetic:classes=20,channels=1", 5),
+                           ("cifar100", 10)]) == ["synthetic (classes=50), 5 tasks", "synthetic (classes=20), 5 tasks",
+                                                  "cifar100, 10 tasks"]
+    assert setting_titles([(qs.DATASET, 5), (qs.DATASET, 10)]) == ["synthetic, 5 tasks", "synthetic, 10 tasks"]
+
+
+def test_vector_files_are_the_same_for_the_same_figure(drawn):
+    fig = drawn["forgetting.png"]
+    svg = figures.to_bytes(fig, "svg")
+    assert svg.startswith(b"<?xml") and b"<svg" in svg[:400] and svg == figures.to_bytes(fig, "svg")
+    pdf = figures.to_bytes(fig, "pdf")
+    assert pdf.startswith(b"%PDF-") and b"CreationDate" not in pdf and pdf == figures.to_bytes(fig, "pdf")

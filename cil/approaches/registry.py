@@ -275,6 +275,9 @@ class ApproachSpec:
     #: ``memory.selection`` when the config leaves it unset
     selection: str = "random"
     stability: Stability | None = None
+    #: a reference that sees every task's data, not a method under comparison: "the best approach"
+    #: comparisons leave it out (``analysis.UPPER_BOUNDS``)
+    upper_bound: bool = False
 
 
 # Baselines record zero loss weights (they distil nothing) and LwF's T.
@@ -317,7 +320,7 @@ _SPECS = [
     ApproachSpec("freezing", "cil.approaches.freezing:Freezing", _NO_DISTILLATION,
                  doc="backbone frozen after task 0, new heads only"),
     ApproachSpec("joint", "cil.approaches.joint:Joint", _NO_DISTILLATION,
-                 doc="upper bound: all data seen so far"),
+                 doc="upper bound: all data seen so far", upper_bound=True),
     *_family("lwf"),
     *_family("lwm"),
     ApproachSpec("eeil", "cil.approaches.eeil:EEIL", {}, "eeil",
