@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cil.config import MACHINE_KEYS
+from cil.config.schema import MACHINE_KEYS
 from cil.errors import PermanentError
 
 AUTO = "auto"
