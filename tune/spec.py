@@ -23,8 +23,9 @@ import yaml
 from cil.config import _LEAVES, ConfigError, ExperimentConfig, flatten, valid_keys
 from cil.extras import install_hint
 
-TOP_KEYS = ("base", "grid", "search", "scheduler", "resources", "max_concurrent", "failure", "checkpoint",
-            "tracking")
+TOP_KEYS = ("description", "base", "grid", "search", "scheduler", "resources", "max_concurrent", "failure",
+            "checkpoint", "tracking")
+DESCRIPTION_MAX = 90  # a spec's description is one line of `python -m tune presets`
 # Trial-config keys that are not part of the cil config. ``_test_fail_after_task: K`` makes a trial raise
 # once, right after reporting task K (a marker file under the results folder keeps it to one failure);
 # it exists for the fault-tolerance test and is never written to the results.
@@ -125,6 +126,8 @@ class SweepSpec:
     ``max_failures`` (tune/failures.py); -1: no limit."""
     num_to_keep: int = 2
     tracking: Tracking = Tracking()
+    description: str = ""
+    """One line that says what the sweep is for (``python -m tune presets`` lists it)."""
     source: str = "sweep spec"
 
     @property
@@ -157,8 +160,27 @@ class SweepSpec:
         return [self.search_constants() | study.ask(dists).params for _ in range(n)]
 
 
+PRESETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
+
+
+def preset_names() -> list[str]:
+    """The specs shipped in tune/presets/, by name (the file name without ``.yaml``)."""
+    return sorted(f.removesuffix(".yaml") for f in os.listdir(PRESETS) if f.endswith(".yaml"))
+
+
+def spec_file(spec: str) -> str:
+    """``spec`` as a file: a path that exists, else the preset of that name (``quickstart``). A bare
+    name that is neither is a SpecError with the closest presets."""
+    if os.path.exists(spec) or "/" in spec or os.sep in spec or spec.endswith((".yaml", ".yml")):
+        return spec
+    if spec in preset_names():
+        return os.path.join(PRESETS, f"{spec}.yaml")
+    raise SpecError([_unknown(spec, tuple(preset_names()), "spec file or preset")])
+
+
 def load_spec(path: str) -> SweepSpec:
-    """Read and validate a YAML spec; raises SpecError."""
+    """Read and validate a YAML spec, given as a path or a preset's name; raises SpecError."""
+    path = spec_file(path)
     try:
         with open(path) as f:
             raw = yaml.safe_load(f)
@@ -190,12 +212,31 @@ def parse_spec(raw: Any, source: str = "sweep spec") -> SweepSpec:
     _check_trial_configs(base, grid, search, p)
     scheduler = _parse_scheduler(raw.get("scheduler"), base, grid, search, p)
     tracking = _parse_tracking(raw.get("tracking"), p)
+    description = _parse_description(raw.get("description", ""), p)
     if p:
         raise SpecError(p, source)
     return SweepSpec(base=base, grid=grid, search=search, scheduler=scheduler, resources=resources,
                      max_concurrent=max_concurrent, max_failures=max_failures,
                      max_preemptions=max_preemptions, num_to_keep=num_to_keep,
-                     tracking=tracking, source=source)
+                     tracking=tracking, description=description, source=source)
+
+
+def _parse_description(raw: Any, p: list[str]) -> str:
+    if not isinstance(raw, str) or "\n" in raw.strip() or len(raw.strip()) > DESCRIPTION_MAX:
+        p.append(f"description = {raw!r} is not valid: must be one line of text, at most {DESCRIPTION_MAX} "
+                 "characters")
+        return ""
+    return raw.strip()
+
+
+def preset_descriptions() -> dict[str, str]:
+    """Each preset's name and ``description`` (read without validating the rest of the spec)."""
+    out = {}
+    for name in preset_names():
+        with open(os.path.join(PRESETS, f"{name}.yaml")) as f:
+            raw = yaml.safe_load(f)
+        out[name] = str(raw.get("description", "")) if isinstance(raw, dict) else ""
+    return out
 
 
 def check_capacity(resources: Resources, cpus: int | None = None, gpus: int | None = None) -> list[str]:
