@@ -135,7 +135,8 @@ def status(sweep: str, storage: str) -> int:
         experiment, name = SweepPaths(absolute_storage(storage), sweep).experiment, sweep
     try:
         snapshot = read_snapshot(experiment)
-        if snapshot is None:
+        from_tune = snapshot is None
+        if from_tune:
             from tune.progress import saved_snapshot
 
             snapshot = saved_snapshot(experiment, name)
@@ -149,7 +150,7 @@ def status(sweep: str, storage: str) -> int:
               f"folder, or its name and --storage", file=sys.stderr)
         return 2
     driver = holder.describe() if holder is not None and not holder.stale() else None
-    print("\n".join(status_lines(snapshot, driver)))
+    print("\n".join(status_lines(snapshot, driver, from_tune=from_tune)))
     return 0
 
 

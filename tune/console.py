@@ -218,9 +218,12 @@ def read_snapshot(experiment: str) -> Snapshot | None:
         return None
 
 
-def status_lines(snapshot: Snapshot, driver: str | None, now: float | None = None) -> list[str]:
+def status_lines(snapshot: Snapshot, driver: str | None, now: float | None = None,
+                 from_tune: bool = False) -> list[str]:
     """What ``python -m tune status`` prints: the table as last saved, its age, and who runs the sweep
-    (``driver``: the lease holder's description, None when no driver holds it)."""
+    (``driver``: the lease holder's description, None when no driver holds it). ``from_tune``: the
+    table was rebuilt from Tune's saved state, not saved by the driver."""
     age = max(0.0, (time.time() if now is None else now) - snapshot.written)
+    when = "from Tune's saved state, no epochs" if from_tune else f"saved {duration(age)} ago"
     who = f"driver: {driver}" if driver else "no driver holds the sweep (it ended, or was stopped)"
-    return [*render(snapshot), _clip(f"(saved {duration(age)} ago; {who})", WIDTH)]
+    return [*render(snapshot), _clip(f"({when}; {who})", WIDTH)]

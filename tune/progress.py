@@ -116,7 +116,7 @@ class SweepConsole(Callback):
         (read from the board when not given)."""
         self._last_epoch.update(self._live() if live is None else live)
         lines, done, left = [], 0, 0
-        for trial in trials:
+        for trial in sorted(trials, key=lambda t: t.trial_id):
             line, d, total = self._line(trial, self._last_epoch.get(trial.trial_id))
             lines.append(line)
             done += d
@@ -191,10 +191,23 @@ class SweepConsole(Callback):
         self._update(trials)
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._screen.note(f"trial {trial.trial_id} failed, retrying: {_error_line(trial)}")
+        if trial.max_failures != 0:  # 0: FailurePolicy (called first) ends it, and on_trial_error says so
+            self._failure(trial, "failed, retrying")
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._screen.note(f"trial {trial.trial_id} failed: {_error_line(trial)}")
+        self._failure(trial, "failed")
+
+    def _failure(self, trial: Any, what: str) -> None:
+        """Two lines: the error's last line (the exception and its message), and where the rest is."""
+        path = trial.error_file
+        try:
+            with open(path) as f:
+                last = [line for line in f.read().splitlines() if line.strip()][-1].strip()
+        except (OSError, TypeError, IndexError):
+            last = "(no error file)"
+        self._screen.note(f"trial {trial.trial_id} {what}: {last}")
+        if path:
+            self._screen.note(f"  traceback: {path}")
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         self._update(trials, force=True)
@@ -204,17 +217,6 @@ def stop_now(sig: int, frame: Any) -> None:
     """The second Ctrl-C: no more waiting for Tune's last save (the CLI prints the --resume command)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
-
-
-def _error_line(trial: Any) -> str:
-    """The last line of the trial's error (the exception and its message) and where the rest is."""
-    path = trial.error_file
-    try:
-        with open(path) as f:
-            last = [line for line in f.read().splitlines() if line.strip()][-1].strip()
-    except (OSError, TypeError, IndexError):
-        last = "see its error.txt"
-    return f"{last} ({path})" if path else last
 
 
 def save_snapshot(experiment: str, snapshot: Snapshot) -> None:
