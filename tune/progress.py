@@ -98,6 +98,7 @@ class SweepConsole(Callback):
         self._board: Any = None
         self._sizes: dict[str, tuple[int, int, int]] = {}  # trial id -> (tasks, epochs per task, runs)
         self._last_epoch: dict[str, dict[str, Any]] = {}
+        self._interrupted = False
 
     def __reduce__(self) -> tuple[Any, ...]:  # Tune pickles its callbacks into tuner.pkl: no handles, no stdout
         return (SweepConsole, (self._sweep, self._experiment, self._keys))
@@ -181,6 +182,7 @@ class SweepConsole(Callback):
             return
 
         def first(sig: int, frame: Any) -> None:
+            self._interrupted = True
             self._screen.note("interrupted: saving the sweep's state for --resume (Ctrl-C again: stop at once)")
             tune_handler(sig, frame)
             signal.signal(signal.SIGINT, stop_now)
@@ -210,7 +212,8 @@ class SweepConsole(Callback):
             self._screen.note(f"  traceback: {path}")
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        self._update(trials, force=True)
+        if not self._interrupted:  # interrupted, Tune marks the trials it stops TERMINATED: the saved table stands
+            self._update(trials, force=True)
 
 
 def stop_now(sig: int, frame: Any) -> None:
