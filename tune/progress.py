@@ -269,8 +269,11 @@ class _RayNoise(logging.Filter):
 @contextlib.contextmanager
 def ray_output(verbose: int):
     """Ray's log lines in the driver: errors only, unless --verbose (then all but the useless ones);
-    and the SIGINT handler as it was before Tune replaced it."""
-    noise, handlers = _RayNoise(verbose), list(logging.getLogger("ray").handlers)
+    and the SIGINT handler as it was before Tune replaced it. ``connect`` keeps the same level."""
+    ray_logger = logging.getLogger("ray")
+    noise, handlers, level = _RayNoise(verbose), list(ray_logger.handlers), ray_logger.level
+    if verbose < 2:
+        ray_logger.setLevel(logging.ERROR)
     for handler in handlers:
         handler.addFilter(noise)
     main = threading.current_thread() is threading.main_thread()
@@ -280,6 +283,7 @@ def ray_output(verbose: int):
     finally:
         for handler in handlers:
             handler.removeFilter(noise)
+        ray_logger.setLevel(level)
         if main and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # SIG_IGN: a second Ctrl-C
             signal.signal(signal.SIGINT, before)
 

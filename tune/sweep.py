@@ -5,6 +5,7 @@ Everything is from ``ray.tune`` (Ray 2.60): ``ray.train``'s RunConfig and report
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -158,7 +159,8 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
               verbose: int = 1, takeover: bool = False, pending: PendingWatch | None = None) -> SweepOutcome:
     """Run (or resume) a sweep while holding its lease. Uses the Ray session already connected, else
     ``address``, else starts a local Ray in this process. ``pending`` watches trials that wait for
-    resources (tune/pending.py)."""
+    resources (tune/pending.py). ``verbose``: 0 the table's header line only, 1 the table, 2 also Tune's
+    own output and Ray's log lines."""
     check_storage(paths)
     fs, folder = resolve(paths.experiment)
     lease = SweepLease(fs, folder, paths.name, takeover=takeover)
@@ -199,13 +201,14 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
 
 def connect(address: str | None, verbose: int = 1) -> None:
     """Join the Ray cluster at ``address``, or start a local Ray when it is None; a cluster that cannot
-    be reached is a SweepError naming the address, not a traceback."""
+    be reached is a SweepError naming the address, not a traceback. Ray's log lines and the trials'
+    output reach this terminal only with ``verbose`` 2 (--verbose): Ray's errors otherwise."""
+    level = logging.INFO if verbose >= 2 else logging.ERROR  # the first hidden: the local token-auth notice
     try:
         if address is None:  # "local": a Ray of its own, never one that happens to run on this machine
-            ray.init(address="local", include_dashboard=False, log_to_driver=verbose >= 2,
-                     configure_logging=False)
+            ray.init(address="local", include_dashboard=False, log_to_driver=verbose >= 2, logging_level=level)
         else:
-            ray.init(address=address, log_to_driver=verbose >= 2, configure_logging=False)
+            ray.init(address=address, log_to_driver=verbose >= 2, logging_level=level)
     except Exception as err:  # ConnectionError (no cluster), ValueError (bad address), RuntimeError ...
         if address is None:
             raise
