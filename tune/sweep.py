@@ -208,7 +208,8 @@ def connect(address: str | None, verbose: int = 1) -> None:
         if address is None:  # "local": a Ray of its own, never one that happens to run on this machine
             ray.init(address="local", include_dashboard=False, log_to_driver=verbose >= 2, logging_level=level)
         else:
-            ray.init(address=address, log_to_driver=verbose >= 2, logging_level=level)
+            context = ray.init(address=address, log_to_driver=verbose >= 2, logging_level=level)
+            print(f"joined the Ray cluster at {context.address_info['gcs_address']}", flush=True)
     except Exception as err:  # ConnectionError (no cluster), ValueError (bad address), RuntimeError ...
         if address is None:
             raise
