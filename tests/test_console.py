@@ -70,11 +70,12 @@ def test_quiet_prints_the_header_alone():
 
 def test_a_terminal_redraws_the_table_in_place_within_its_height():
     out, clock = io.StringIO(), Clock()
-    screen = LiveScreen(out, tty=True, every_s=1.0, height=12, clock=clock)
+    screen = LiveScreen(out, tty=True, every_s=1.0, height=12, width=80, clock=clock)
     screen.show(quickstart())
     first = out.getvalue()
     assert first.startswith("\x1b[J") and len(first.splitlines()) == 11  # header, names, 8 rows, "... and"
     assert "running" in first and first.splitlines()[-1].startswith("... and ")
+    assert max(map(len, first.splitlines()[1:])) < 80  # narrower than the window: no line wraps
     clock.now = 1.0
     screen.show(quickstart(done=11))
     assert out.getvalue()[len(first):].startswith("\x1b[11F\x1b[J")  # back over the 11 lines just drawn

@@ -164,12 +164,12 @@ class Eta:
 class LiveScreen:
     """Prints snapshots to ``out``: redrawn in place on a terminal (the table fits ``height`` rows), or
     as periodic blocks in a log (the header and the active trials, every ``every_s`` seconds). ``quiet``
-    keeps the header line only."""
+    keeps the header line only. Lines are at most ``width`` (and 120) columns."""
 
     def __init__(self, out: Any, tty: bool, every_s: float, quiet: bool = False, height: int = 40,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 width: int = WIDTH, clock: Callable[[], float] = time.monotonic) -> None:
         self._out, self._tty, self._every_s, self._quiet = out, tty, every_s, quiet
-        self._height, self._clock = height, clock
+        self._height, self._width, self._clock = height, min(width, WIDTH), clock
         self._drawn = 0  # lines of the last in-place drawing, to move back over
         self._last = float("-inf")
 
@@ -181,11 +181,11 @@ class LiveScreen:
             return
         self._last = self._clock()
         if self._quiet:
-            lines = render(snapshot, max_rows=0)[:1]
-        elif self._tty:
-            lines = render(snapshot, max_rows=max(self._height - 3, 1))  # one row spare: no scrolling
+            lines = render(snapshot, self._width, max_rows=0)[:1]
+        elif self._tty:  # one row spare, no line as wide as the window: nothing scrolls or wraps
+            lines = render(snapshot, self._width - 1, max_rows=max(self._height - 3, 1))
         else:
-            lines = render(snapshot, active_only=True)
+            lines = render(snapshot, self._width, active_only=True)
         if self._tty:
             # back to the first line of the last drawing, and clear from there down
             self._out.write((f"\x1b[{self._drawn}F" if self._drawn else "") + "\x1b[J" + "\n".join(lines) + "\n")
@@ -200,7 +200,7 @@ class LiveScreen:
             self._out.write(f"\x1b[{self._drawn}F\x1b[J")
             self._drawn = 0
             self._last = float("-inf")  # redraw the table under it at the next step
-        self._out.write(_clip(line, WIDTH) + "\n")
+        self._out.write(_clip(line, self._width) + "\n")
         self._out.flush()
 
 

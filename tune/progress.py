@@ -28,7 +28,7 @@ from cil.approaches.base import TaskContext
 from cil.config import ConfigError, ExperimentConfig
 from cil.results import join, resolve
 from cil.training import EpochRecord
-from tune.console import SNAPSHOT_FILE, STATES, Eta, LiveScreen, Snapshot, TrialLine, label
+from tune.console import SNAPSHOT_FILE, STATES, WIDTH, Eta, LiveScreen, Snapshot, TrialLine, label
 from tune.spec import SEEDS_KEY
 
 BOARD_PREFIX = "cil-progress:"
@@ -90,8 +90,9 @@ class SweepConsole(Callback):
         self._sweep, self._experiment, self._keys = sweep, experiment, list(label_keys)
         out = out or sys.stdout
         tty = out.isatty()
-        height = shutil.get_terminal_size((120, 40)).lines if tty else 0
-        self._screen = LiveScreen(out, tty, REDRAW_S if tty else HEARTBEAT_S, quiet=quiet, height=height, clock=clock)
+        size = shutil.get_terminal_size((WIDTH, 40))
+        self._screen = LiveScreen(out, tty, REDRAW_S if tty else HEARTBEAT_S, quiet=quiet, height=size.lines,
+                                  width=size.columns if tty else WIDTH, clock=clock)
         self._clock, self._start = clock, clock()
         self._eta = Eta(clock)
         self._saved = float("-inf")
