@@ -11,8 +11,10 @@ cannot be reached costs only the epoch columns.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -33,7 +35,8 @@ from tune.spec import SEEDS_KEY
 
 BOARD_PREFIX = "cil-progress:"
 REDRAW_S = 1.0  # how often a terminal's table is redrawn
-HEARTBEAT_S = 30.0  # how often a log gets the table's active rows (Tune's own default)
+HEARTBEAT_S = 60.0  # how often a log gets the table's running rows (a quickstart: about 30 lines)
+NEW_OUTPUT = "RAY_AIR_NEW_OUTPUT"  # 0: Tune's legacy output, silent at verbose=0
 SAVE_S = 10.0  # how often the snapshot is written for `python -m tune status`
 _READ_TIMEOUT_S = 10.0
 
@@ -279,14 +282,28 @@ def ray_output(verbose: int):
         handler.addFilter(noise)
     main = threading.current_thread() is threading.main_thread()
     before = signal.getsignal(signal.SIGINT)
+    new_output = os.environ.get(NEW_OUTPUT)
+    if verbose < 2:  # Tune's new output prints a config box and two paths even at verbose=0 (Ray 2.60)
+        os.environ[NEW_OUTPUT] = "0"
     try:
         yield
     finally:
+        _restore_env(NEW_OUTPUT, new_output)
         for handler in handlers:
             handler.removeFilter(noise)
         ray_logger.setLevel(level)
+        colorama = sys.modules.get("colorama")
+        if colorama is not None:  # Ray's CLI logger inits colorama, whose exit hook ends a terminal with ESC[0m
+            atexit.unregister(colorama.initialise.reset_all)
         if main and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # SIG_IGN: a second Ctrl-C
             signal.signal(signal.SIGINT, before)
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def saved_snapshot(experiment: str, name: str) -> Snapshot | None:
