@@ -90,7 +90,7 @@ class SweepConsole(Callback):
 
     def __init__(self, sweep: str, experiment: str, label_keys: Sequence[str], quiet: bool = False,
                  out: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self._sweep, self._experiment, self._keys = sweep, experiment, list(label_keys)
+        self._sweep, self._experiment, self._keys, self._quiet = sweep, experiment, list(label_keys), quiet
         out = out or sys.stdout
         tty = out.isatty()
         size = shutil.get_terminal_size((WIDTH, 40))
@@ -105,7 +105,7 @@ class SweepConsole(Callback):
         self._interrupted = False
 
     def __reduce__(self) -> tuple[Any, ...]:  # Tune pickles its callbacks into tuner.pkl: no handles, no stdout
-        return (SweepConsole, (self._sweep, self._experiment, self._keys))
+        return (SweepConsole, (self._sweep, self._experiment, self._keys, self._quiet))
 
     def _live(self) -> dict[str, dict[str, Any]]:
         try:
