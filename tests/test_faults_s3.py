@@ -5,6 +5,8 @@ the moment a trial merged its files, then resumed, with complete rows on S3."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import drivers
 import pandas as pd
@@ -63,3 +65,34 @@ def test_driver_killed_at_the_merge_on_s3_resumes_complete(s3, tmp_path) -> None
     assert done.returncode == 0, done.stderr[-3000:]
     df = _rows(s3, f"{BUCKET}/env/merge/results/task_results")
     assert len(df) == ROWS_PER_TRIAL and not df.duplicated(KEY).any()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_status_from_another_terminal_shows_the_running_sweep_on_s3(s3, tmp_path) -> None:
+    """`python -m tune status` reads the table the driver saves beside Tune's state, on S3 as locally."""
+    spec = tmp_path / "long.yaml"
+    spec.write_text(yaml.safe_dump({"base": FAST | {"train.nepochs": 40}, "resources": {"cpu": 1},
+                                    "grid": {"approach": ["lwf"], "run.seed": [0]}}))
+    endpoint = {"AWS_ENDPOINT_URL": f"http://{s3}"} | CREDENTIALS
+    sweep = f"s3://{BUCKET}/status/watched"
+    log = tmp_path / "driver.log"
+    driver = drivers.start(log, str(spec), "--storage", f"s3://{BUCKET}/status", "--name", "watched", **endpoint)
+    saved = f"{BUCKET}/status/watched/sweep-status.json"
+    try:
+        drivers.wait_for(lambda: s3_fs(s3).get_file_info(saved).type == pafs.FileType.File, driver, log)
+        shown = status(sweep, endpoint)
+    finally:
+        drivers.kill_group(driver)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("sweep watched: 0/1 done, ") and lines[1].split()[:3] == ["trial", "approach", "seed"]
+    assert lines[2].split()[1:3] == ["lwf", "0"] and lines[2].split()[-1] in ("pending", "running")
+    assert f"pid {driver.pid}" in lines[-1] and max(map(len, lines)) <= 120
+    missing = status(f"s3://{BUCKET}/status/none", endpoint)
+    assert missing.returncode == 2 and "no sweep at s3://" in missing.stderr
+
+
+def status(sweep: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tune", "status", sweep], cwd=drivers.ROOT, env=drivers.env(**env),
+                          capture_output=True, text=True, timeout=120)

@@ -170,6 +170,9 @@ def test_installs_into_a_fresh_venv(tmp_path, editable) -> None:
     tune_dir = out.stdout.strip()
     assert tune_dir.startswith(ROOT) == editable
     assert os.path.isfile(os.path.join(tune_dir, "presets", "quickstart.yaml"))
+    listed = subprocess.run([f"{bin_}/cil-sweep", "presets"], cwd=elsewhere, capture_output=True, text=True,
+                            timeout=300)
+    assert listed.returncode == 0 and "quickstart " in listed.stdout, listed.stderr  # presets by name, anywhere
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""Tune's live table shows a running trial's task, epoch and training loss between its task reports,
-while Tune itself (searcher, scheduler, checkpoints) hears of whole tasks only."""
+"""The sweep's table shows a running trial's task, epoch and training loss between its task reports,
+and an ETA, while Tune itself (searcher, scheduler, checkpoints) hears of whole tasks only."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 import pytest
 
 import tune.progress as progress
+from tune.console import read_snapshot
 from tune.paths import SweepPaths
 from tune.spec import parse_spec
 from tune.sweep import run_sweep
@@ -33,22 +34,20 @@ def ray_session():
         ray.shutdown()
 
 
-def live_rows(out: str) -> list[list[str]]:
-    """The rows of every live table printed, in order: [trial, tasks_done, task, epoch, train_loss]."""
-    rows, inside = [], False
+def live_rows(out: str) -> tuple[list[str], list[list[str]]]:
+    """The headers and the rows of every table printed: [trial, approach, seed, task, epoch, loss, state]."""
+    headers, rows = [], []
     for line in out.splitlines():
-        if line.startswith("Inside the running tasks"):
-            inside = True
-        elif inside and line.startswith("╰"):
-            inside = False
-        elif inside and line.startswith("│") and "Trial name" not in line:
-            rows.append(line.strip("│ ").split())
-    return rows
+        if line.startswith("sweep live: "):
+            headers.append(line)
+        elif re.match(r"\w+_\d{5} ", line):
+            rows.append(line.split())
+    return headers, rows
 
 
 def test_a_running_trials_epoch_advances_in_the_live_table_between_task_reports(ray_session, tmp_path, capsys,
                                                                               monkeypatch):
-    monkeypatch.setattr(progress, "HEARTBEAT_S", 0.2)  # a live table every 0.2 s instead of every 30 s
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0.2)  # the table every 0.2 s instead of every 30 s
     spec = parse_spec({"base": {"data.dataset": "digits", "data.num_tasks": NUM_TASKS, "model.network": "convnet",
                                 "train.nepochs": NEPOCHS, "train.lr_patience": 10 * NEPOCHS,
                                 "train.batch_size": 64, "approach": "lwf"},
@@ -57,25 +56,29 @@ def test_a_running_trials_epoch_advances_in_the_live_table_between_task_reports(
     out = capsys.readouterr().out
     (result,) = outcome.grid
     assert result.error is None
-    rows = live_rows(out)
-    assert rows and all(r[0].endswith(result.metrics["trial_id"]) for r in rows)
-    assert all(re.fullmatch(rf"\d+/{NEPOCHS}", r[3]) and float(r[4]) > 0 for r in rows)
-    # epochs seen per (tasks reported, task training): some task shows its epoch advancing before its report
-    seen: dict[tuple[int, int], list[int]] = {}
-    for _, done, task, epoch, _ in rows:
-        seen.setdefault((int(done), int(task)), []).append(int(epoch.split("/")[0]))
-    # the task in training follows those reported (one behind or ahead while a report is on its way)
-    assert all(abs(done - task) <= 1 and 0 <= task < NUM_TASKS for done, task in seen)
+    headers, rows = live_rows(out)
+    assert rows and all(r[:3] == [result.metrics["trial_id"], "lwf", "0"] and r[-1] == "running" for r in rows)
+    # before its first epoch reaches the board a running trial has no epoch and loss yet
+    assert all(len(r) == 5 for r in rows if len(r) != 7)
+    rows = [r for r in rows if len(r) == 7]
+    assert rows and all(re.fullmatch(rf"\d+/{NEPOCHS}", r[4]) and float(r[5]) > 0 for r in rows)
+    # epochs seen per task in training (counted from 1): some task shows its epoch advancing before its report
+    seen: dict[int, list[int]] = {}
+    for r in rows:
+        task, num_tasks = map(int, r[3].split("/"))
+        assert 1 <= task <= num_tasks == NUM_TASKS
+        seen.setdefault(task, []).append(int(r[4].split("/")[0]))
     advancing = [epochs for epochs in seen.values() if len(set(epochs)) >= 2]
     assert advancing and all(e == sorted(e) for e in advancing), seen
+    # the header counts the trial and, once epochs were measured, estimates the time left
+    assert all(h.startswith("sweep live: 0/1 done, 1 running, 0 pending | elapsed ") for h in headers[:-1])
+    assert any(re.search(r"\| ETA \d+(s|m\d\ds)$", h) for h in headers), headers
+    assert max(len(line) for line in out.splitlines()) <= 120
     # Tune (and so any searcher or scheduler) got one result per task, not one per epoch.
     history = result.metrics_dataframe
     assert list(history["training_iteration"]) == list(range(1, NUM_TASKS + 1))
     assert list(history["tasks_done"]) == list(range(1, NUM_TASKS + 1))
-
-
-def test_live_cells_name_the_seed_when_a_trial_runs_several():
-    one = {"task": 2, "epoch": 7, "nepochs": 200, "train_loss": 0.123456, "run": 0, "runs": 1}
-    assert progress.live_cells(one) == [2, "7/200", 0.1235]
-    assert progress.live_cells(one | {"run": 1, "runs": 3})[1] == "7/200 (seed 2/3)"
-    assert progress.live_cells(None) == ["", "", ""]
+    # what `python -m tune status` reads: the table as the driver last saw it, the trial done
+    saved = read_snapshot(SweepPaths(str(tmp_path), "live").experiment)
+    assert saved is not None and [(t.trial_id, t.state, t.task) for t in saved.trials] == [
+        (result.metrics["trial_id"], "done", NUM_TASKS)]

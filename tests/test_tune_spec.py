@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tune.cli import main
-from tune.spec import SEEDS_KEY, Resources, SpecError, check_capacity, parse_spec
+from tune.spec import SEEDS_KEY, Resources, SpecError, check_capacity, load_spec, parse_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESETS = sorted(glob.glob(os.path.join(ROOT, "tune", "presets", "*.yaml")))
@@ -235,3 +235,25 @@ def test_dry_run_and_spec_errors_never_import_torch(tmp_path, spec: str, code: i
     assert proc.stdout.strip().splitlines()[-1] == f"heavy: none {code}", proc.stdout + proc.stderr
     if code:
         assert "synthetic parameter 'colour=3' is not valid" in proc.stderr
+
+
+def test_presets_are_named_by_name_and_listed_one_line_each(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    assert main(["sweep", "quickstart", "--dry-run", "--storage", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("sweep 'quickstart' from sweep spec ") and "presets/quickstart.yaml" in out.splitlines()[0]
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    presets = [os.path.basename(p)[: -len(".yaml")] for p in PRESETS]
+    assert [line.split()[0] for line in lines] == presets
+    assert all(len(line.split(maxsplit=1)[1]) > 20 and len(line) <= 120 for line in lines)
+
+
+def test_an_unknown_preset_name_says_which_are_close() -> None:
+    with pytest.raises(SpecError, match=r"unknown spec file or preset 'quickstrat'; did you mean 'quickstart'\?"):
+        load_spec("quickstrat")
+
+
+def test_a_description_is_one_short_line() -> None:
+    assert parse_spec({"base": {"approach": "lwf"}, "description": "lwf alone"}).description == "lwf alone"
+    assert "description = 'two\\nlines' is not valid: must be one line" in problems(
+        {"base": {"approach": "lwf"}, "description": "two\nlines"})

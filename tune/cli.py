@@ -1,4 +1,5 @@
-"""``python -m tune sweep SPEC.yaml``: validate, then run (or resume) a sweep and print its table;
+"""``python -m tune sweep SPEC``: validate, then run (or resume) a sweep and print its table;
+``python -m tune status SWEEP``: its table from the storage; ``python -m tune presets``: the presets;
 ``python -m tune verify SWEEP``: re-run one of its trials and compare the rows bit for bit."""
 
 from __future__ import annotations
@@ -6,12 +7,21 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tune.paths import SweepError, SweepPaths, absolute_storage
-from tune.spec import DEFAULT_PENDING_TIMEOUT_S, PENDING_ACTIONS, SpecError, SweepSpec, check_capacity, load_spec
+from tune.spec import (
+    DEFAULT_PENDING_TIMEOUT_S,
+    PENDING_ACTIONS,
+    SpecError,
+    SweepSpec,
+    check_capacity,
+    load_spec,
+    preset_descriptions,
+)
 
 if TYPE_CHECKING:
     from tune.sweep import SweepOutcome
@@ -24,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sweep", help="run a sweep spec with Ray Tune",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("spec", help="sweep spec (YAML); see tune/presets/")
+    s.add_argument("spec", help="sweep spec: a YAML file, or a preset's name (python -m tune presets)")
     s.add_argument("--name", help="sweep name: folder under --storage and the Parquet 'sweep' column "
                                   "(default: the spec file's name)")
     s.add_argument("--storage", default="runs", help="local folder (made absolute) or s3://bucket/prefix")
@@ -36,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "lease (only when that driver is really dead)")
     s.add_argument("--dry-run", action="store_true", help="print trials, sample configs and resources; "
                                                            "do not start Ray")
-    s.add_argument("--quiet", action="store_true", help="no live progress table")
+    out = s.add_mutually_exclusive_group()
+    out.add_argument("--quiet", action="store_true", help="progress as one line (trials done, ETA), no table")
+    out.add_argument("--verbose", action="store_true", help="also Tune's own trial tables and Ray's log lines "
+                                                             "(the trials' output included)")
     s.add_argument("--pending-timeout", type=float, default=DEFAULT_PENDING_TIMEOUT_S, metavar="SECONDS",
                    help="after trials have waited this long for resources with none running, say which "
                         "resource is missing and what to change (0: never)")
@@ -48,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     from cil.verify import add_arguments
 
     add_arguments(v)
+    st = sub.add_parser("status", help="the table of a sweep (running or not), from its storage")
+    st.add_argument("sweep", help="the sweep's folder (runs/NAME, s3://bucket/prefix/NAME), or its name under "
+                                  "--storage")
+    st.add_argument("--storage", default="runs", help="where a sweep given by name lives")
+    sub.add_parser("presets", help="the sweep specs shipped in tune/presets/, one line each")
     return p
 
 
@@ -57,12 +75,20 @@ def main(argv: list[str] | None = None) -> int:
         from cil.verify import run_verify
 
         return run_verify(args.sweep, args)
+    if args.command == "presets":
+        presets = preset_descriptions()
+        width = max(map(len, presets))
+        for name, description in presets.items():
+            print(f"{name:<{width}}  {description}")
+        return 0
+    if args.command == "status":
+        return status(args.sweep, args.storage)
     try:
         spec = load_spec(args.spec)
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    name = args.name or os.path.splitext(os.path.basename(args.spec))[0]
+    name = args.name or os.path.splitext(os.path.basename(args.spec))[0]  # a preset's name: itself
     paths = SweepPaths(absolute_storage(args.storage), name)
     # Inside `ray job submit` Ray sets RAY_ADDRESS: the sweep joins that cluster, whose autoscaler may
     # add the nodes a request needs, so only a local sweep is checked against this machine.
@@ -88,8 +114,13 @@ def main(argv: list[str] | None = None) -> int:
 
     pending = PendingWatch(_ray_request(spec), args.pending_timeout, args.pending_action)
     try:
-        outcome = run_sweep(spec, paths, address=address, resume=args.resume, verbose=0 if args.quiet else 1,
-                            takeover=args.takeover, pending=pending)
+        outcome = run_sweep(spec, paths, address=address, resume=args.resume,
+                            verbose=0 if args.quiet else 2 if args.verbose else 1, takeover=args.takeover,
+                            pending=pending)
+    except KeyboardInterrupt:  # a second Ctrl-C: Tune's last save was skipped, the last saved state stands
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print(f"\nsweep {name} was interrupted. Continue it with:\n  {resume_command(args, name)}", file=sys.stderr)
+        return 130
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -104,6 +135,38 @@ def main(argv: list[str] | None = None) -> int:
               f"Continue it with:\n  {resume_command(args, name)}", file=sys.stderr)
         return 2
     return report(outcome, spec, paths, args, name, final_table)
+
+
+def status(sweep: str, storage: str) -> int:
+    """Print a sweep's table as its driver last saved it (or as Tune's state has it), and whether a
+    driver is running it; 2 when there is no sweep there."""
+    from cil.results import resolve
+    from tune.console import read_snapshot, status_lines
+    from tune.lease import SweepLease
+
+    if "://" in sweep or os.sep in sweep or os.path.isdir(sweep):
+        experiment, name = absolute_storage(sweep), sweep.partition("?")[0].rstrip("/").rpartition("/")[2]
+    else:
+        experiment, name = SweepPaths(absolute_storage(storage), sweep).experiment, sweep
+    try:
+        snapshot = read_snapshot(experiment)
+        from_tune = snapshot is None
+        if from_tune:
+            from tune.progress import saved_snapshot
+
+            snapshot = saved_snapshot(experiment, name)
+        fs, folder = resolve(experiment)
+        holder = SweepLease(fs, folder, name).read()
+    except (OSError, ValueError, SweepError) as err:
+        print(f"error: cannot read the sweep at {experiment}: {err}", file=sys.stderr)
+        return 2
+    if snapshot is None:
+        print(f"error: no sweep at {experiment} (no saved table and no Tune experiment state); give the sweep's "
+              f"folder, or its name and --storage", file=sys.stderr)
+        return 2
+    driver = holder.describe() if holder is not None and not holder.stale() else None
+    print("\n".join(status_lines(snapshot, driver, from_tune=from_tune)))
+    return 0
 
 
 def _ray_request(spec: SweepSpec) -> dict[str, float]:

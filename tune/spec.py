@@ -22,8 +22,9 @@ import yaml
 from cil.config import _LEAVES, ConfigError, ExperimentConfig, Problems, flatten, valid_keys
 from cil.extras import install_hint
 
-TOP_KEYS = ("base", "grid", "search", "scheduler", "resources", "max_concurrent", "failure", "checkpoint",
-            "tracking", "reproduces")  # reproduces: the published numbers the preset reproduces (analysis.ledger)
+TOP_KEYS = ("description", "base", "grid", "search", "scheduler", "resources", "max_concurrent", "failure",
+            "checkpoint", "tracking", "reproduces")  # reproduces: the published numbers (analysis.ledger)
+DESCRIPTION_MAX = 90  # a spec's description is one line of `python -m tune presets`
 # What the driver does once trials have waited --pending-timeout seconds for resources (tune/pending.py,
 # which imports Ray; declared here, Ray-free, for the CLI and the watch alike).
 PENDING_ACTIONS = ("wait", "exit")
@@ -124,6 +125,8 @@ class SweepSpec:
     ``max_failures`` (tune/failures.py); -1: no limit."""
     num_to_keep: int = 2
     tracking: Tracking = Tracking()
+    description: str = ""
+    """One line that says what the sweep is for (``python -m tune presets`` lists it)."""
     source: str = "sweep spec"
 
     @property
@@ -156,8 +159,27 @@ class SweepSpec:
         return [self.search_constants() | study.ask(dists).params for _ in range(n)]
 
 
+PRESETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
+
+
+def preset_names() -> list[str]:
+    """The specs shipped in tune/presets/, by name (the file name without ``.yaml``)."""
+    return sorted(f.removesuffix(".yaml") for f in os.listdir(PRESETS) if f.endswith(".yaml"))
+
+
+def spec_file(spec: str) -> str:
+    """``spec`` as a file: a path that exists, else the preset of that name (``quickstart``). A bare
+    name that is neither is a SpecError with the closest presets."""
+    if os.path.exists(spec) or "/" in spec or os.sep in spec or spec.endswith((".yaml", ".yml")):
+        return spec
+    if spec in preset_names():
+        return os.path.join(PRESETS, f"{spec}.yaml")
+    raise SpecError([_unknown(spec, tuple(preset_names()), "spec file or preset")])
+
+
 def load_spec(path: str) -> SweepSpec:
-    """Read and validate a YAML spec; raises SpecError."""
+    """Read and validate a YAML spec, given as a path or a preset's name; raises SpecError."""
+    path = spec_file(path)
     try:
         with open(path) as f:
             raw = yaml.safe_load(f)
@@ -193,12 +215,31 @@ def parse_spec(raw: Any, source: str = "sweep spec") -> SweepSpec:
         from analysis.ledger import parse_ledger
 
         p.extend(parse_ledger(raw["reproduces"], "spec")[1])
+    description = _parse_description(raw.get("description", ""), p)
     if p:
         raise SpecError(p, source)
     return SweepSpec(base=base, grid=grid, search=search, scheduler=scheduler, resources=resources,
                      max_concurrent=max_concurrent, max_failures=max_failures,
                      max_preemptions=max_preemptions, num_to_keep=num_to_keep,
-                     tracking=tracking, source=source)
+                     tracking=tracking, description=description, source=source)
+
+
+def _parse_description(raw: Any, p: list[str]) -> str:
+    if not isinstance(raw, str) or "\n" in raw.strip() or len(raw.strip()) > DESCRIPTION_MAX:
+        p.append(f"description = {raw!r} is not valid: must be one line of text, at most {DESCRIPTION_MAX} "
+                 "characters")
+        return ""
+    return raw.strip()
+
+
+def preset_descriptions() -> dict[str, str]:
+    """Each preset's name and ``description`` (read without validating the rest of the spec)."""
+    out = {}
+    for name in preset_names():
+        with open(os.path.join(PRESETS, f"{name}.yaml")) as f:
+            raw = yaml.safe_load(f)
+        out[name] = str(raw.get("description", "")) if isinstance(raw, dict) else ""
+    return out
 
 
 def check_capacity(resources: Resources, cpus: int | None = None, gpus: int | None = None) -> list[str]:

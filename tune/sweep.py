@@ -5,7 +5,6 @@ Everything is from ``ray.tune`` (Ray 2.60): ``ray.train``'s RunConfig and report
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import uuid
@@ -23,7 +22,7 @@ from tune.failures import FailurePolicy
 from tune.lease import SweepLease
 from tune.paths import SweepError, SweepPaths
 from tune.pending import PendingWatch
-from tune.progress import live_progress, open_board
+from tune.progress import SweepConsole, console, open_board, ray_output, tune_verbosity
 from tune.searcher import make_searcher
 from tune.spec import TIME_ATTR, SweepSpec
 from tune.tracking import tracking_callbacks
@@ -76,10 +75,17 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
     return spec.base | {k: tune.grid_search(v) for k, v in spec.grid.items()}
 
 
-def driver_callbacks(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None) -> list[Any]:
-    """The callbacks that belong to this driver: the failure policy and the pending-resources watch."""
+def driver_callbacks(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None, verbose: int) -> list[Any]:
+    """The callbacks that belong to this driver: the failure policy, the pending-resources watch and
+    the live table."""
+    from tune.cli import group_by
+
     return [FailurePolicy(paths.results, spec.max_failures, spec.max_preemptions),
-            *([pending] if pending is not None else [])]
+            *([pending] if pending is not None else []),
+            console(paths.name, paths.experiment, group_by(spec), verbose)]
+
+
+DRIVER_CALLBACKS = (FailurePolicy, PendingWatch, SweepConsole)
 
 
 def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: PendingWatch | None = None) -> Any:
@@ -98,32 +104,31 @@ def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: Pe
                                   trial_dirname_creator=_trial_dirname)
     fs, storage = storage_for_ray(paths)
     space = param_space(spec)
-    live = live_progress(paths.name, verbose)
     run_config = tune.RunConfig(
-        name=paths.name, storage_path=storage, storage_filesystem=fs, verbose=verbose,
+        name=paths.name, storage_path=storage, storage_filesystem=fs, verbose=tune_verbosity(verbose),
         # Every failure is retried as far as Tune is concerned; FailurePolicy applies the spec's limits,
         # telling a node lost (a preemption) from an error of the trial.
         failure_config=tune.FailureConfig(max_failures=-1),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
-        callbacks=[*driver_callbacks(spec, paths, pending), *tracking_callbacks(spec.tracking, paths.name),
-                   *([live] if live else [])])
+        callbacks=[*driver_callbacks(spec, paths, pending, verbose), *tracking_callbacks(spec.tracking, paths.name)])
     return tune.Tuner(make_trainable(spec, paths), param_space=space, tune_config=tune_config,
                       run_config=run_config)
 
 
-def restore_tuner(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None = None) -> Any:
+def restore_tuner(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None = None, verbose: int = 1) -> Any:
     """Continue an interrupted sweep: unfinished trials resume from their last checkpoint, errored ones
     are retried. Ray does not restore a scheduler's state (ASHA starts its rungs afresh)."""
     fs, experiment = resolve(paths.experiment)
     tuner = tune.Tuner.restore(experiment, make_trainable(spec, paths), resume_unfinished=True,
                                resume_errored=True, storage_filesystem=fs)
     # Tuner.restore takes the saved RunConfig and no new callbacks (Ray 2.60): this driver's failure
-    # policy (fresh counts) and pending watch replace the saved ones; sweeps saved before the policy
-    # existed get its max_failures=-1 too.
+    # policy (fresh counts), pending watch and live table replace the saved ones; sweeps saved before
+    # the policy existed get its max_failures=-1 too.
     run_config = raycompat.run_config(tuner)
-    kept = [c for c in run_config.callbacks or [] if not isinstance(c, FailurePolicy | PendingWatch)]
-    run_config.callbacks = [*driver_callbacks(spec, paths, pending), *kept]
+    kept = [c for c in run_config.callbacks or [] if not isinstance(c, DRIVER_CALLBACKS)]
+    run_config.callbacks = [*driver_callbacks(spec, paths, pending, verbose), *kept]
     run_config.failure_config = tune.FailureConfig(max_failures=-1)
+    run_config.verbose = tune_verbosity(verbose)
     return tuner
 
 
@@ -155,7 +160,8 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
               verbose: int = 1, takeover: bool = False, pending: PendingWatch | None = None) -> SweepOutcome:
     """Run (or resume) a sweep while holding its lease. Uses the Ray session already connected, else
     ``address``, else starts a local Ray in this process. ``pending`` watches trials that wait for
-    resources (tune/pending.py)."""
+    resources (tune/pending.py). ``verbose``: 0 the table's header line only, 1 the table, 2 also Tune's
+    own output and Ray's log lines."""
     raycompat.check_version()
     check_storage(paths)
     fs, folder = resolve(paths.experiment)
@@ -166,19 +172,19 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
             fs.delete_dir_contents(join(resolve(paths.results)[1], FAILED_DIR), missing_dir_ok=True)
         # Bounded checkpoints (num_to_keep) force an experiment snapshot every few reports, by design.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-        if not ray.is_initialized():
-            connect(address, verbose)
-        tuner = restore_tuner(spec, paths, pending) if resume else make_tuner(spec, paths, verbose, pending)
-        board = open_board(paths.name) if verbose > 0 else None  # the live epoch columns' source
-        try:
-            with _without_ray_restore_hint():
+        with ray_output(verbose):
+            if not ray.is_initialized():
+                connect(address, verbose)
+            tuner = (restore_tuner(spec, paths, pending, verbose) if resume
+                     else make_tuner(spec, paths, verbose, pending))
+            board = open_board(paths.name)  # the live epoch columns' source
+            try:
                 grid = tuner.fit()
-        finally:
-            if board is not None:
+            finally:
                 ray.kill(board)
-        # The saved state, not the grid's trials: an interrupt marks those TERMINATED in memory, while
-        # the state saved for --resume keeps them RUNNING or PENDING.
-        trials = tune.ExperimentAnalysis(folder, storage_filesystem=fs).trials
+            # The saved state, not the grid's trials: an interrupt marks those TERMINATED in memory, while
+            # the state saved for --resume keeps them RUNNING or PENDING.
+            trials = tune.ExperimentAnalysis(folder, storage_filesystem=fs).trials
         outcome = SweepOutcome(grid, {t.trial_id: t.status for t in trials})
         if lease.lost_to is not None:
             outcome.lost_to = lease.lost_to.describe()
@@ -195,31 +201,17 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
         return outcome
 
 
-class _DropRestoreHint(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Tuner.restore" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _without_ray_restore_hint():
-    """Ray's interrupt message tells users to call ``Tuner.restore``; ours prints the --resume command."""
-    log, hint = logging.getLogger("ray.tune.tune"), _DropRestoreHint()
-    log.addFilter(hint)
-    try:
-        yield
-    finally:
-        log.removeFilter(hint)
-
-
 def connect(address: str | None, verbose: int = 1) -> None:
     """Join the Ray cluster at ``address``, or start a local Ray when it is None; a cluster that cannot
-    be reached is a SweepError naming the address, not a traceback."""
+    be reached is a SweepError naming the address, not a traceback. Ray's log lines and the trials'
+    output reach this terminal only with ``verbose`` 2 (--verbose): Ray's errors otherwise."""
+    level = logging.INFO if verbose >= 2 else logging.ERROR  # the first hidden: the local token-auth notice
     try:
         if address is None:  # "local": a Ray of its own, never one that happens to run on this machine
-            ray.init(address="local", include_dashboard=False, log_to_driver=verbose > 0,
-                     configure_logging=verbose > 0)
+            ray.init(address="local", include_dashboard=False, log_to_driver=verbose >= 2, logging_level=level)
         else:
-            ray.init(address=address, log_to_driver=verbose > 0, configure_logging=verbose > 0)
+            context = ray.init(address=address, log_to_driver=verbose >= 2, logging_level=level)
+            print(f"joined the Ray cluster at {context.address_info['gcs_address']}", flush=True)
     except Exception as err:  # ConnectionError (no cluster), ValueError (bad address), RuntimeError ...
         if address is None:
             raise
