@@ -174,7 +174,9 @@ def spec_file(spec: str) -> str:
         return spec
     if spec in preset_names():
         return os.path.join(PRESETS, f"{spec}.yaml")
-    raise SpecError([_unknown(spec, tuple(preset_names()), "spec file or preset")])
+    p = Problems()
+    p.unknown(spec, tuple(preset_names()), "spec file or preset")
+    raise SpecError(p)
 
 
 def load_spec(path: str) -> SweepSpec:
