@@ -47,7 +47,7 @@ MARKER = re.compile(r"^<!-- cil:([a-z-]+)(?: ([\w-]+))? -->$", re.M)
 CHECKS = {">=0": "≥ 0", ">0": "> 0", ">=1": "≥ 1", "[0,1]": "in [0, 1]", "-1|>=0": "-1, or ≥ 0"}
 # Keys whose valid names are tuples of cil.config rather than field metadata.
 CHOICES = {"data.dataset": cfg.DATASETS, "model.network": cfg.NETWORKS, "data.augment": cfg.AUGMENT_MODES,
-           "memory.selection": cfg.SELECTIONS}
+           "memory.selection": cfg.SELECTIONS, "run.cpu_isa": cfg.CPU_ISA_MODES}
 # Flags that cil.cli declares outside its FLAGS and SWITCHES tables.
 OTHER_FLAGS = {"data.dataset": "--datasets", "run.device": "--gpu N"}
 
