@@ -123,12 +123,15 @@ class JobHead:
     def alive_nodes(self) -> int:
         return sum(n["state"] == "ALIVE" for n in self.nodes())
 
-    def wait_ready(self, nodes: int = 1, timeout: float = 300) -> None:
+    def wait_ready(self, nodes: int = 1, timeout: float = 300, worker: tuple[subprocess.Popen, Path] | None = None
+                   ) -> None:
         """Until the job server answers (the dashboard comes up seconds after the GCS) and ``nodes``
-        nodes are alive."""
+        nodes are alive; ``worker`` (its process and log), a worker node that must not end meanwhile."""
         deadline = time.monotonic() + timeout
         while True:
             assert self.process.poll() is None, f"ray start ended (rc {self.process.returncode}):\n{self.output()}"
+            if worker is not None:
+                assert worker[0].poll() is None, f"the worker node ended:\n{worker[1].read_text()[-3000:]}"
             try:
                 if http(f"{self.url}/api/version", self.token)[0] == 200 and self.alive_nodes() >= nodes:
                     return
@@ -174,11 +177,13 @@ class TokenCluster:
         self.token = (self.user_home / USER_TOKEN[2:]).read_text()
         assert done.stdout == self.token and len(self.token) == 64
         self.head = JobHead(num_cpus=0, env=node_start_env("head_start_ray_commands", root / "head", self.token))
-        try:
+        try:  # as `ray up` does: the head first, then the workers (one at a time: a loaded machine is slow)
+            self.head.wait_ready()
             for i in range(2):
-                self.head.add_worker(root / f"worker{i}.log",
-                                     node_start_env("worker_start_ray_commands", root / f"worker{i}", self.token))
-            self.head.wait_ready(nodes=3)
+                log = root / f"worker{i}.log"
+                worker = self.head.add_worker(
+                    log, node_start_env("worker_start_ray_commands", root / f"worker{i}", self.token))
+                self.head.wait_ready(nodes=2 + i, worker=(worker, log))
         except BaseException:
             self.head.stop()
             raise
