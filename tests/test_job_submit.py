@@ -113,14 +113,15 @@ class JobHead:
         self.workers.append(worker)
         return worker
 
-    def nodes(self) -> list[dict]:
-        """Every node the GCS has registered, alive or dead (Ray's state API, with the token)."""
+    def nodes(self) -> list[dict] | None:
+        """Every node the GCS has registered, alive or dead (Ray's state API, with the token); None
+        while the API does not answer."""
         status, body, _ = http(f"{self.url}/api/v0/nodes?limit=1000&detail=1", self.token)
-        assert status == 200, (status, body)
-        return json.loads(body)["data"]["result"]["result"]
+        return json.loads(body)["data"]["result"]["result"] if status == 200 else None
 
-    def alive_nodes(self) -> int:
-        return sum(n["state"] == "ALIVE" for n in self.nodes())
+    def alive_nodes(self) -> int | None:
+        listed = self.nodes()
+        return None if listed is None else sum(n["state"] == "ALIVE" for n in listed)
 
     def wait_ready(self, nodes: int = 1, timeout: float = 300, worker: tuple[subprocess.Popen, Path] | None = None
                    ) -> None:
@@ -132,7 +133,7 @@ class JobHead:
             if worker is not None:
                 assert worker[0].poll() is None, f"the worker node ended:\n{worker[1].read_text()[-3000:]}"
             try:
-                if http(f"{self.url}/api/version", self.token)[0] == 200 and self.alive_nodes() >= nodes:
+                if http(f"{self.url}/api/version", self.token)[0] == 200 and (self.alive_nodes() or 0) >= nodes:
                     return
             except OSError:
                 pass
