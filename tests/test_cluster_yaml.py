@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import re
+import shlex
 
 import jsonschema
 import ray
@@ -13,11 +14,43 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER_YAML = os.path.join(ROOT, "cluster.yaml")
+USER_TOKEN = "~/.ray/auth_token"  # where `ray get-auth-token --generate` writes it on the user's machine
 
 
 def load() -> dict:
     with open(CLUSTER_YAML) as f:
         return yaml.safe_load(f)
+
+
+def start_env(command: str) -> dict[str, str]:
+    """What a start command exports before its ``ray start`` (every Ray process of the node inherits it),
+    unexpanded: ``~`` is the node's home, expanded by its shell."""
+    env: dict[str, str] = {}
+    for part in command.split(";"):
+        words = shlex.split(part)
+        if words[:1] == ["export"]:
+            env |= dict(word.split("=", 1) for word in words[1:])
+        if words[:2] == ["ray", "start"]:
+            return env
+    raise AssertionError(f"no `ray start` in {command!r}")
+
+
+def node_env(cfg: dict, key: str) -> dict[str, str]:
+    """The environment of the ``ray start`` of ``key`` (``head_start_ray_commands`` or
+    ``worker_start_ray_commands``)."""
+    [start] = [c for c in cfg[key] if "ray start" in c]
+    return start_env(start)
+
+
+def assert_token_auth(cfg: dict, text: str) -> None:
+    """Head and workers start Ray with token authentication, reading the token from a file that
+    file_mounts copies from the user's machine; the file itself holds no token."""
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        env = node_env(cfg, key)
+        assert env.get("RAY_AUTH_MODE") == "token", (key, env)
+        assert "RAY_AUTH_TOKEN" not in env, key  # a token in the file would be in the repository
+        assert cfg["file_mounts"][env["RAY_AUTH_TOKEN_PATH"]] == USER_TOKEN, (key, env)
+    assert not re.search(r"\b[0-9a-f]{64}\b", text)  # the shape of a generated token
 
 
 def test_validates_against_the_schema_shipped_with_ray() -> None:
@@ -54,8 +87,13 @@ def test_image_setup_and_repository_sync() -> None:
     cfg = load()
     assert cfg["docker"]["image"] == f"rayproject/ray:{ray.__version__}-py311-gpu"
     assert any("requirements.txt" in c for c in cfg["setup_commands"])
-    assert list(cfg["file_mounts"].values()) == ["."]
+    assert cfg["file_mounts"]["~/cil-sweeps"] == "."
     assert ".gitignore" in cfg["rsync_filter"]
+
+
+def test_every_node_starts_ray_with_token_authentication() -> None:
+    with open(CLUSTER_YAML) as f:
+        assert_token_auth(load(), f.read())
 
 
 def test_holds_no_credentials() -> None:

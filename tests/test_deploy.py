@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 import ray
 import yaml
+from test_cluster_yaml import assert_token_auth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(ROOT, "deploy")
@@ -38,6 +39,11 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def rayjob() -> dict:
     [job] = [d for d in yaml.safe_load_all(read("rayjob.yaml")) if d and d.get("kind") == "RayJob"]
     return job
+
+
+def network_policy() -> dict:
+    [policy] = [d for d in yaml.safe_load_all(read("rayjob.yaml")) if d and d.get("kind") == "NetworkPolicy"]
+    return policy
 
 
 def gcp() -> dict:
@@ -112,6 +118,43 @@ def test_rayjob_runs_a_shipped_preset_with_results_in_a_bucket() -> None:
     assert rayjob()["spec"]["shutdownAfterJobFinishes"] is True
 
 
+def test_rayjob_enables_token_authentication_through_the_operator() -> None:
+    """authOptions (KubeRay >= 1.5.1): the operator makes the Secret and sets RAY_AUTH_MODE and
+    RAY_AUTH_TOKEN on every Ray container and the submitter; no container sets them by hand (a
+    hand-set RAY_AUTH_MODE without the operator's token would break the cluster) and no token is here."""
+    cluster = rayjob()["spec"]["rayClusterSpec"]
+    assert cluster["authOptions"] == {"mode": "token"}
+    assert "KubeRay operator >= 1.5.1" in read("rayjob.yaml")
+    major, minor, _ = (int(p) for p in cluster["rayVersion"].split("."))
+    assert (major, minor) >= (2, 52)  # the operator refuses authOptions below Ray 2.52
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        spec = group["template"]["spec"]
+        for container in spec["containers"] + spec.get("initContainers", []):
+            assert not {e["name"] for e in container.get("env", [])} & {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}
+
+
+def test_rayjob_network_policy_admits_only_the_clusters_own_pods() -> None:
+    """Every pod of the cluster carries the label the policy selects; the policy admits those pods on any
+    port, and only the submitter and the KubeRay operator besides them, on the dashboard port alone."""
+    job, policy = rayjob(), network_policy()
+    assert policy["apiVersion"] == "networking.k8s.io/v1" and policy["spec"]["policyTypes"] == ["Ingress"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    cluster = job["spec"]["rayClusterSpec"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        assert selector.items() <= group["template"]["metadata"]["labels"].items()
+    own, *others = policy["spec"]["ingress"]
+    assert own == {"from": [{"podSelector": {"matchLabels": selector}}]}  # all ports, cluster pods only
+    dashboard = next(p["containerPort"] for p in cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
+                     if p["name"] == "dashboard")
+    [rest] = others
+    assert rest["ports"] == [{"port": dashboard, "protocol": "TCP"}]
+    sources = [peer["podSelector"]["matchLabels"] for peer in rest["from"]]
+    assert sources == [{"batch.kubernetes.io/job-name": job["metadata"]["name"]},  # the submitter Job's pod
+                       {"app.kubernetes.io/name": "kuberay-operator"}]
+    assert all(set(peer) <= {"podSelector", "namespaceSelector"} and "ipBlock" not in peer for peer in rest["from"])
+
+
 # ---- GCP cluster launcher -------------------------------------------------------------------------
 
 def test_gcp_file_validates_against_the_schema_shipped_with_ray() -> None:
@@ -146,6 +189,10 @@ def test_gcp_cpu_head_and_preemptible_gpu_workers() -> None:
     assert node["scheduling"]["onHostMaintenance"] == "TERMINATE"  # required with GPUs
     scopes = node["serviceAccounts"][0]["scopes"]
     assert "https://www.googleapis.com/auth/cloud-platform" in scopes  # gs:// for checkpoints and rows
+
+
+def test_gcp_every_node_starts_ray_with_token_authentication() -> None:
+    assert_token_auth(gcp(), read("gcp.yaml"))
 
 
 def test_gcp_usage_stores_results_in_gcs_and_installs_nothing_on_workers() -> None:
