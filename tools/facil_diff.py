@@ -378,6 +378,31 @@ def facil_predictions(appr: Any, net: Any, s: scene.Scene, name: str) -> dict[st
     return {"hits_taw": taw.float(), "hits_tag": tag.float()}
 
 
+def markdown(rows: list[tuple]) -> str:
+    """One row per variant: the largest abs / relative difference of its loss terms, its gradients, its
+    end-of-task tensors, and whether the predictions are equal."""
+    def cell(sel: list[tuple]) -> str:
+        return "—" if not sel else f"{max(r[3] for r in sel):.1e} / {max(r[4] for r in sel):.1e}"
+
+    lines = ["| approach (keys) | terms | loss terms | gradients | end-of-task effects | predictions |",
+             "|---|---|---|---|---|---|"]
+    for v in dict.fromkeys(r[0] for r in rows):
+        mine = [r for r in rows if r[0] == v]
+        terms = ", ".join(r[1].split("/")[1] for r in mine if r[1].startswith("loss/") and r[1] != "loss/total")
+        ends = sorted({r[1].split("/")[1] for r in mine if r[1].startswith("end/")})
+        keys = ", ".join(f"`{k}: {str(x).lower()}`" for k, x in scene.APPROACHES[v].items()
+                         if not k.startswith("memory.") and not k.startswith("bic.num_bias"))
+        pred = next((r for r in mine if r[1] == "predictions"), None)
+        label = f"{v} ({keys})" if keys else v
+        if v in scene.DELIBERATE:
+            label += " **deliberate**"
+        end = (", ".join(ends) + ": " + cell([r for r in mine if r[1].startswith("end/")])) if ends else "—"
+        lines.append(f"| {label} | {terms} | {cell([r for r in mine if r[1].startswith('loss/')])} | "
+                     f"{cell([r for r in mine if r[1] == 'grads'])} | {end} | "
+                     f"{'—' if pred is None else 'equal' if pred[3] == 0 else 'differ'} |")
+    return "\n".join(lines)
+
+
 def facil_commit(root: Path) -> str:
     try:
         return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -392,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated variants (default: all of tests/facil_scene.py)")
     ap.add_argument("--write", type=Path, help="store FACIL's numbers here (the golden values)")
     ap.add_argument("--commit", default="", help="FACIL's commit, for the fixture's header")
+    ap.add_argument("--markdown", action="store_true", help="also print one row per approach, as in docs/fidelity.md")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     f = Facil(args.facil)
@@ -411,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         note = "yes" if ok else ("no: deliberate, " + scene.DELIBERATE[variant]
                                  if variant in scene.DELIBERATE else "NO")
         print(f"{variant:20} {q:28} {scale:9.2e} {d:9.2e} {r:9.2e}  {note}")
+    if args.markdown:
+        print(markdown(rows))
     if args.write:
         commit = args.commit or facil_commit(args.facil)
         header = {"facil_commit": commit, "command": "python tools/facil_diff.py --facil <FACIL checkout> --write "
