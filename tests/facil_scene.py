@@ -52,6 +52,7 @@ APPROACHES: dict[str, dict[str, Any]] = {
     "lwf@noex": NO_EXEMPLARS,
     "icarl": {"memory.selection": "herding"},
     "eeil": {"eeil.facil_finetuning": True},
+    "eeil@balanced": {"eeil.facil_finetuning": True},  # a step of the balanced stage (stage 2)
     "eeil@default": {},
     "bic": {"bic.num_bias_epochs": 20},
     "bic@total": {"bic.num_bias_epochs": 20, "memory.num_exemplars_per_class": 0, "memory.num_exemplars": 40},
@@ -170,6 +171,8 @@ def build(variant: str) -> Scene:
     ctx = exp.begin_task(T)
     _perturb(exp.model, gen)
     a.before_task(ctx)
+    if variant == "eeil@balanced":
+        a.balanced = True
     nx, ny = sc.task_split(T, "train")
     if name == "bic":
         nx, ny = a._task_train(ctx)

@@ -253,7 +253,7 @@ def run_facil(f: Facil, variant: str) -> dict[str, Any]:
     if name == "freezing":
         net.freeze_backbone()
     if name == "eeil":
-        appr._finetuning_balanced = False
+        appr._finetuning_balanced = variant == "eeil@balanced"
     if name == "bic":
         appr.bias_layers = []
         for u in range(t + 1):
