@@ -422,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     f = Facil(args.facil)
     variants = [v for v in args.only.split(",") if v] or list(scene.APPROACHES)
+    unknown = [v for v in variants if v not in scene.APPROACHES]
+    if unknown:
+        ap.error(f"--only {','.join(unknown)}: not a variant; valid: {', '.join(scene.APPROACHES)}")
     results, golden = {}, {}
     for v in variants:
         if scene.approach_of(v) not in f.appr:
