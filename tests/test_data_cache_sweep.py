@@ -6,9 +6,9 @@ import os
 
 import pandas as pd
 import pytest
+from test_data_cache import read_log
 
 from benchmarks.fake_imagenet import write_fake_imagenet
-from cil.data.cache import read_log
 from tune.paths import SweepPaths
 from tune.spec import parse_spec
 from tune.sweep import run_sweep

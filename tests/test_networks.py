@@ -3,8 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from test_memory import make_net
 
-from cil.networks import BACKBONES, IncrementalNet, make_backbone, make_net
+from cil.networks import BACKBONES, IncrementalNet, make_backbone
 
 SMALL_NETS = [("resnet32", 3, 32), ("resnet18", 3, 32), ("convnet", 1, 8)]
 
