@@ -6,7 +6,7 @@ Kept in one place so the loader, the metrics and the synthetic writer cannot dri
 from __future__ import annotations
 
 # The epochs table's names are cil's own (cil.results is torch-free): one definition for writer and reader.
-from cil.results import EPOCH_COLUMNS, EPOCHS, TERM_PREFIX  # noqa: F401 - TERM_PREFIX: for readers
+from cil.results import EPOCH_COLUMNS, EPOCHS, SHARED_COLUMN, TERM_PREFIX  # noqa: F401 - TERM_PREFIX: for readers
 
 TASK_RESULTS = "task_results"
 HEADS = "heads"
@@ -35,7 +35,8 @@ ROW_COLUMNS = ("task", "eval_task", "classes_seen", "acc_taw", "acc_tag", "forg_
                "train_seconds", "complete",
                # what FACIL's grid search chose for each task (cil.gridsearch.COLUMNS; absent without it)
                "gridsearch_searched", "gridsearch_lr", "gridsearch_knob", "gridsearch_knob_value",
-               "gridsearch_ft_acc", "gridsearch_trace", "gridsearch_seconds")
+               "gridsearch_ft_acc", "gridsearch_trace", "gridsearch_seconds",
+               SHARED_COLUMN)  # the trial that trained a task shared with this one (absent: none)
 ACCURACY_COLUMNS = ("acc_taw", "acc_tag", "forg_taw", "forg_tag")
 
 # The per-trial metrics summarised over seeds, in the column order of summary.csv. ``paper_*``: the

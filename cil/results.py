@@ -36,6 +36,9 @@ EPOCH_COLUMNS = ("sweep", "trial_id", "approach", "seed", "task", "epoch", "trai
 # Written too, NaN unless train.eval_on_train (FACIL's --eval-on-train); not required of older files.
 EPOCH_EVAL_ON_TRAIN_COLUMNS = ("train_eval_loss", "train_eval_acc_taw")
 TERM_PREFIX = "term."
+# Rows of a task a sweep shared between trials (tune/prefix.py) name the trial whose run trained it (in
+# every table); rows a trial trained itself have no such column, or null.
+SHARED_COLUMN = "shared_from"
 
 
 # OSErrors of a storage that refuses writes: a retry cannot fix them (errno, or the text pyarrow and

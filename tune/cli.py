@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="print trials, sample configs and resources; "
                                                            "do not start Ray")
     s.add_argument("--quiet", action="store_true", help="no live progress table")
+    s.add_argument("--no-share", action="store_true", help="every trial trains every task itself, also the "
+                                                            "task prefixes it has in common with other trials")
     s.add_argument("--pending-timeout", type=float, default=DEFAULT_PENDING_TIMEOUT_S, metavar="SECONDS",
                    help="after trials have waited this long for resources with none running, say which "
                         "resource is missing and what to change (0: never)")
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     pending = PendingWatch(_ray_request(spec), args.pending_timeout, args.pending_action)
     try:
         outcome = run_sweep(spec, paths, address=address, resume=args.resume, verbose=0 if args.quiet else 1,
-                            takeover=args.takeover, pending=pending)
+                            takeover=args.takeover, pending=pending, share=not args.no_share)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -131,6 +133,8 @@ def resume_command(args: argparse.Namespace, name: str) -> str:
              absolute_storage(args.storage)]
     if args.address:
         parts += ["--address", args.address]
+    if getattr(args, "no_share", False):
+        parts.append("--no-share")
     return shlex.join([*parts, "--resume"])
 
 

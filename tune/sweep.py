@@ -60,10 +60,11 @@ def check_storage(paths: SweepPaths) -> None:
                          f"{detail}") from None
 
 
-def make_trainable(spec: SweepSpec, paths: SweepPaths) -> Any:
-    """The function trainable with its fixed arguments and per-trial resources bound."""
+def make_trainable(spec: SweepSpec, paths: SweepPaths, share: bool = True) -> Any:
+    """The function trainable with its fixed arguments and per-trial resources bound; ``share``: trials
+    share identical task prefixes through the sweep's prefix store (tune/prefix.py)."""
     bound = tune.with_parameters(train_trial, sweep=paths.name, results_dir=paths.results,
-                                 gpu_fraction=spec.resources.gpu)
+                                 gpu_fraction=spec.resources.gpu, prefix_dir=paths.prefix if share else None)
     return tune.with_resources(bound, spec.resources.as_ray())
 
 
@@ -81,7 +82,8 @@ def driver_callbacks(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch |
             *([pending] if pending is not None else [])]
 
 
-def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: PendingWatch | None = None) -> Any:
+def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: PendingWatch | None = None,
+               share: bool = True) -> Any:
     """A new Tuner: grid search, or Optuna (optionally with ASHA) over the spec's space."""
     search_alg = scheduler = None
     if spec.search is not None:
@@ -106,15 +108,16 @@ def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: Pe
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
         callbacks=[*driver_callbacks(spec, paths, pending), *tracking_callbacks(spec.tracking, paths.name),
                    *([live] if live else [])])
-    return tune.Tuner(make_trainable(spec, paths), param_space=space, tune_config=tune_config,
+    return tune.Tuner(make_trainable(spec, paths, share), param_space=space, tune_config=tune_config,
                       run_config=run_config)
 
 
-def restore_tuner(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None = None) -> Any:
+def restore_tuner(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None = None,
+                  share: bool = True) -> Any:
     """Continue an interrupted sweep: unfinished trials resume from their last checkpoint, errored ones
     are retried. Ray does not restore a scheduler's state (ASHA starts its rungs afresh)."""
     fs, experiment = resolve(paths.experiment)
-    tuner = tune.Tuner.restore(experiment, make_trainable(spec, paths), resume_unfinished=True,
+    tuner = tune.Tuner.restore(experiment, make_trainable(spec, paths, share), resume_unfinished=True,
                                resume_errored=True, storage_filesystem=fs)
     # Tuner.restore takes the saved RunConfig and no new callbacks (Ray 2.60): this driver's failure
     # policy (fresh counts) and pending watch replace the saved ones; sweeps saved before the policy
@@ -151,10 +154,11 @@ class SweepOutcome:
 
 
 def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None, resume: bool = False,
-              verbose: int = 1, takeover: bool = False, pending: PendingWatch | None = None) -> SweepOutcome:
+              verbose: int = 1, takeover: bool = False, pending: PendingWatch | None = None,
+              share: bool = True) -> SweepOutcome:
     """Run (or resume) a sweep while holding its lease. Uses the Ray session already connected, else
     ``address``, else starts a local Ray in this process. ``pending`` watches trials that wait for
-    resources (tune/pending.py)."""
+    resources (tune/pending.py); ``share``: trials share identical task prefixes (tune/prefix.py)."""
     check_storage(paths)
     fs, folder = resolve(paths.experiment)
     lease = SweepLease(fs, folder, paths.name, takeover=takeover)
@@ -166,7 +170,8 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         if not ray.is_initialized():
             connect(address, verbose)
-        tuner = restore_tuner(spec, paths, pending) if resume else make_tuner(spec, paths, verbose, pending)
+        tuner = (restore_tuner(spec, paths, pending, share) if resume
+                 else make_tuner(spec, paths, verbose, pending, share))
         board = open_board(paths.name) if verbose > 0 else None  # the live epoch columns' source
         try:
             with _without_ray_restore_hint():

@@ -252,6 +252,19 @@ class Stability:
 
 
 @dataclass(frozen=True)
+class FirstTask:
+    """How an approach trains task 0, as far as a sweep may share it (tune/prefix.py): the state after
+    task 0 (model, memory, the approach's own state, after its end-of-task work) and task 0's rows are
+    those of approach ``like`` (None: its own) whenever the configs agree on every key except ``unused``
+    (keys with no effect up to the end of task 0) and the keys of ``neutral`` at their neutral value (a
+    loss weight of 0 computes no term). tests/test_prefix.py checks every declaration bit for bit."""
+
+    like: str | None = None
+    unused: tuple[str, ...] = ()
+    neutral: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ApproachSpec:
     """One approach name. ``loss`` fills the ``loss.*`` keys left unset (the loss family's preset;
     a key absent from it must stay unset: the approach does not use it). ``section`` is the config
@@ -269,6 +282,8 @@ class ApproachSpec:
     #: ``memory.selection`` when the config leaves it unset
     selection: str = "random"
     stability: Stability | None = None
+    #: what acts up to the end of task 0, for sharing that task between trials (tune/prefix.py)
+    first_task: FirstTask = field(default_factory=FirstTask)
 
 
 def _weights(w_joint: float, w_task: float, w_bce_kd: float, w_bce_pred: float) -> dict[str, float]:
@@ -287,6 +302,15 @@ _LWM = {"T": 2.0}
 # FACIL's grid search starts LwF's lamb and LUCIR's at 10 (its gridsearch_config.py names LUCIR's
 # "lamda_base", an attribute LUCIR never reads; here the knob is the weight LUCIR uses).
 _LWF_KNOB = Stability("loss.lamb", 10.0)
+# Task 0 of finetuning and of the LwF family: cross-entropy alone (nothing to distil yet, no exemplars
+# while it trains); the prediction BCE acts from task 0 unless its weight is 0 (lwf-br2's is 1).
+_FINETUNING_FIRST = FirstTask("finetuning", ("loss.lamb", "loss.T", "loss.w_joint", "loss.w_task", "loss.w_bce_kd",
+                                             "loss.bce_pred_with_exemplars"), {"loss.w_bce_pred": 0.0})
+# LwM's distillations need an old model: none in task 0.
+_LWM_FIRST = FirstTask(None, ("lwm.beta", "lwm.gamma", "loss.T", "loss.w_joint", "loss.w_task", "loss.w_bce_kd"))
+# LUCIR's less-forget and margin-ranking terms act on old classes: none in task 0.
+_LUCIR_FIRST = FirstTask(None, ("lucir.lamb", "lucir.lamb_mr", "lucir.dist", "lucir.K", "lucir.adapt_lamb",
+                                "loss.T", "loss.w_joint", "loss.w_task", "loss.w_bce_kd"))
 _LUCIR_KNOB = Stability("lucir.lamb", 10.0)
 # FACIL's gridsearch_config.py: the other approaches' knobs and their first values.
 _LWM_KNOB = Stability("lwm.beta", 2.0)
@@ -299,63 +323,72 @@ _ICARL_KNOB = Stability("icarl.lamb", 4.0)
 
 _SPECS = [
     ApproachSpec("finetuning", "cil.approaches.finetuning:Finetuning", _NO_DISTILLATION,
-                 doc="lower bound: the new task with cross-entropy"),
+                 doc="lower bound: the new task with cross-entropy", first_task=_FINETUNING_FIRST),
     ApproachSpec("freezing", "cil.approaches.freezing:Freezing", _NO_DISTILLATION,
                  doc="backbone frozen after task 0, new heads only"),
     ApproachSpec("joint", "cil.approaches.joint:Joint", _NO_DISTILLATION,
                  doc="upper bound: all data seen so far"),
-    ApproachSpec("lwf", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 0, 0), doc="FACIL's LwF", stability=_LWF_KNOB),
+    ApproachSpec("lwf", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 0, 0), doc="FACIL's LwF", stability=_LWF_KNOB,
+                 first_task=_FINETUNING_FIRST),
     ApproachSpec("lwf-s", "cil.approaches.lwf:LwF", _LWF | _weights(0, 1, 0, 0), doc="task-wise KD",
-                 stability=_LWF_KNOB),
+                 stability=_LWF_KNOB, first_task=_FINETUNING_FIRST),
     ApproachSpec("lwf-sr", "cil.approaches.lwf:LwF", _LWF | _weights(0.5, 1, 0, 0), doc="joint + task-wise KD",
-                 stability=_LWF_KNOB),
+                 stability=_LWF_KNOB, first_task=_FINETUNING_FIRST),
     ApproachSpec("lwf-br", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 0), doc="KD + BCE-KD",
-                 stability=_LWF_KNOB),
+                 stability=_LWF_KNOB, first_task=_FINETUNING_FIRST),
     ApproachSpec("lwf-br2", "cil.approaches.lwf:LwF", _LWF | _weights(1, 0, 1, 1), doc="KD + BCE-KD + BCE-pred",
-                 stability=_LWF_KNOB),
+                 stability=_LWF_KNOB, first_task=_FINETUNING_FIRST),
     ApproachSpec("lwf-bsr", "cil.approaches.lwf:LwF", _LWF | _weights(1, 1, 0.5, 0), doc="KD + task-wise + BCE-KD",
-                 stability=_LWF_KNOB),
+                 stability=_LWF_KNOB, first_task=_FINETUNING_FIRST),
     ApproachSpec("lwm", "cil.approaches.lwm:LwM", _LWM | _weights(1, 0, 0, 0), "lwm",
-                 doc="LwF's KD + Grad-CAM attention distillation", stability=_LWM_KNOB),
+                 doc="LwF's KD + Grad-CAM attention distillation", stability=_LWM_KNOB, first_task=_LWM_FIRST),
     ApproachSpec("lwm-s", "cil.approaches.lwm:LwM", _LWM | _weights(0, 1, 0, 0), "lwm",
-                 doc="task-wise KD + attention", stability=_LWM_KNOB),
+                 doc="task-wise KD + attention", stability=_LWM_KNOB, first_task=_LWM_FIRST),
     ApproachSpec("lwm-sr", "cil.approaches.lwm:LwM", _LWM | _weights(0.5, 1, 0, 0), "lwm",
-                 doc="joint + task-wise KD + attention", stability=_LWM_KNOB),
+                 doc="joint + task-wise KD + attention", stability=_LWM_KNOB, first_task=_LWM_FIRST),
     ApproachSpec("lwm-br", "cil.approaches.lwm:LwM", _LWM | _weights(1, 0, 1, 0), "lwm",
-                 doc="KD + BCE-KD + attention", stability=_LWM_KNOB),
+                 doc="KD + BCE-KD + attention", stability=_LWM_KNOB, first_task=_LWM_FIRST),
     ApproachSpec("lwm-br2", "cil.approaches.lwm:LwM", _LWM | _weights(1, 0, 1, 1), "lwm",
-                 doc="KD + BCE-KD + BCE-pred + attention", stability=_LWM_KNOB),
+                 doc="KD + BCE-KD + BCE-pred + attention", stability=_LWM_KNOB, first_task=_LWM_FIRST),
     ApproachSpec("lwm-bsr", "cil.approaches.lwm:LwM", _LWM | _weights(1, 1, 0.5, 0), "lwm",
-                 doc="KD + task-wise + BCE-KD + attention", stability=_LWM_KNOB),
+                 doc="KD + task-wise + BCE-KD + attention", stability=_LWM_KNOB, first_task=_LWM_FIRST),
     ApproachSpec("eeil", "cil.approaches.eeil:EEIL", {}, "eeil",
-                 doc="distillation, then class-balanced fine-tuning", stability=_EEIL_KNOB),
+                 doc="distillation, then class-balanced fine-tuning", stability=_EEIL_KNOB,
+                 first_task=FirstTask(None, ("eeil.lamb", "eeil.T", "eeil.lr_finetuning_factor",
+                                             "eeil.nepochs_finetuning"))),
     ApproachSpec("dmc", "cil.approaches.dmc:DMC", {}, "dmc",
                  doc="a new-task model, then double distillation on auxiliary data"),
     ApproachSpec("lucir", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 0, 0), "lucir",
-                 doc="FACIL's LUCIR", stability=_LUCIR_KNOB),
+                 doc="FACIL's LUCIR", stability=_LUCIR_KNOB, first_task=_LUCIR_FIRST),
     ApproachSpec("lucir-s", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(0, 0.1, 0, 0), "lucir",
-                 doc="task-wise KD instead of less-forget", stability=_LUCIR_KNOB),
+                 doc="task-wise KD instead of less-forget", stability=_LUCIR_KNOB, first_task=_LUCIR_FIRST),
     ApproachSpec("lucir-sr", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0.1, 0, 0), "lucir",
-                 doc="less-forget + task-wise KD (the paper's lucir-sr)", stability=_LUCIR_KNOB),
+                 doc="less-forget + task-wise KD (the paper's lucir-sr)", stability=_LUCIR_KNOB,
+                 first_task=_LUCIR_FIRST),
     ApproachSpec("lucir-br", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 1, 0), "lucir",
-                 doc="less-forget + BCE-KD", stability=_LUCIR_KNOB),
+                 doc="less-forget + BCE-KD", stability=_LUCIR_KNOB, first_task=_LUCIR_FIRST),
     ApproachSpec("lucir-br2", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0, 1, 1), "lucir",
-                 doc="less-forget + BCE-KD + BCE-pred over all heads", stability=_LUCIR_KNOB),
+                 doc="less-forget + BCE-KD + BCE-pred over all heads", stability=_LUCIR_KNOB, first_task=_LUCIR_FIRST),
     ApproachSpec("lucir-bsr", "cil.approaches.lucir:LUCIR", _LUCIR | _weights(1, 0.1, 1, 0), "lucir",
-                 doc="less-forget + task-wise KD + BCE-KD", stability=_LUCIR_KNOB),
+                 doc="less-forget + task-wise KD + BCE-KD", stability=_LUCIR_KNOB, first_task=_LUCIR_FIRST),
     ApproachSpec("ewc", "cil.approaches.ewc:EWC", {}, "ewc",
-                 doc="Fisher-weighted quadratic penalty on the backbone", stability=_EWC_KNOB),
+                 doc="Fisher-weighted quadratic penalty on the backbone", stability=_EWC_KNOB,
+                 first_task=FirstTask(None, ("ewc.lamb",))),
     ApproachSpec("mas", "cil.approaches.mas:MAS", {}, "mas",
-                 doc="quadratic penalty weighted by output-sensitivity importances", stability=_MAS_KNOB),
+                 doc="quadratic penalty weighted by output-sensitivity importances", stability=_MAS_KNOB,
+                 first_task=FirstTask(None, ("mas.lamb",))),
     ApproachSpec("path_integral", "cil.approaches.path_integral:PathIntegral", {}, "path_integral",
                  doc="quadratic penalty weighted by each parameter's share of the loss decrease",
-                 stability=_PATH_INTEGRAL_KNOB),
+                 stability=_PATH_INTEGRAL_KNOB, first_task=FirstTask(None, ("path_integral.lamb",))),
     ApproachSpec("r_walk", "cil.approaches.r_walk:RWalk", {}, "r_walk",
-                 doc="quadratic penalty weighted by Fisher plus path scores", stability=_R_WALK_KNOB),
+                 doc="quadratic penalty weighted by Fisher plus path scores", stability=_R_WALK_KNOB,
+                 first_task=FirstTask(None, ("r_walk.lamb",))),
     ApproachSpec("icarl", "cil.approaches.icarl:ICaRL", {}, "icarl", selection="herding",
-                 doc="FACIL's iCaRL: BCE distillation, herding, nearest-mean-of-exemplars", stability=_ICARL_KNOB),
+                 doc="FACIL's iCaRL: BCE distillation, herding, nearest-mean-of-exemplars", stability=_ICARL_KNOB,
+                 first_task=FirstTask(None, ("icarl.lamb",))),
     ApproachSpec("bic", "cil.approaches.bic:BiC", {}, "bic", needs_exemplars=True,
-                 doc="FACIL's BiC: distillation, then a bias layer per task trained on held-out exemplars"),
+                 doc="FACIL's BiC: distillation, then a bias layer per task trained on held-out exemplars",
+                 first_task=FirstTask(None, ("bic.lamb", "bic.T", "bic.num_bias_epochs"))),
     ApproachSpec("il2m", "cil.approaches.il2m:IL2M", {}, needs_exemplars=True,
                  doc="FACIL's IL2M: finetuning with exemplars, class-statistics rectification at evaluation"),
 ]
