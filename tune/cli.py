@@ -109,7 +109,7 @@ def _ray_request(spec: SweepSpec) -> dict[str, float]:
 def report(outcome: SweepOutcome, spec: SweepSpec, paths: SweepPaths, args: argparse.Namespace, name: str,
            final_table: Callable[..., str]) -> int:
     """Print how the sweep ended; the exit code: 0 all finished, 1 some errored, 130 interrupted,
-    3 taken over by another driver."""
+    3 taken over by another driver, tune.budget.BUDGET_EXIT stopped by the spec's budget."""
     n, errored, unfinished = len(outcome.statuses), outcome.errored, outcome.unfinished
     if outcome.lost_to is not None:
         print(f"error: sweep {name} was taken over by another driver ({outcome.lost_to}); this driver "
@@ -120,6 +120,13 @@ def report(outcome: SweepOutcome, spec: SweepSpec, paths: SweepPaths, args: argp
     for trial_id, message in outcome.failures.items():
         print(f"  trial {trial_id} failed (not retried): {message}", file=sys.stderr)
     print(final_table(paths.results, by=group_by(spec)))
+    if unfinished and outcome.budget_reached:
+        from tune.budget import BUDGET_EXIT
+
+        print(f"\nsweep {name} stopped: {outcome.budget_reached}; {len(unfinished)} of {n} trials unfinished, "
+              f"each resumable from its last finished task. Raise the spec's stop: budget, then continue with:\n"
+              f"  {resume_command(args, name)}", file=sys.stderr)
+        return BUDGET_EXIT
     if unfinished:
         print(f"\nsweep {name} was interrupted: {len(unfinished)} of {n} trials unfinished. Continue it with:\n"
               f"  {resume_command(args, name)}", file=sys.stderr)

@@ -22,9 +22,10 @@ import yaml
 
 from cil.config import _LEAVES, ConfigError, ExperimentConfig, flatten, valid_keys
 from cil.extras import install_hint
+from tune.budget import Budget, parse_stop
 
 TOP_KEYS = ("base", "grid", "search", "scheduler", "resources", "max_concurrent", "failure", "checkpoint",
-            "tracking")
+            "tracking", "stop")
 # Trial-config keys that are not part of the cil config. ``_test_fail_after_task: K`` makes a trial raise
 # once, right after reporting task K (a marker file under the results folder keeps it to one failure);
 # it exists for the fault-tolerance test and is never written to the results.
@@ -125,6 +126,8 @@ class SweepSpec:
     ``max_failures`` (tune/failures.py); -1: no limit."""
     num_to_keep: int = 2
     tracking: Tracking = Tracking()
+    stop: Budget = Budget()
+    """When the sweep stops, resumable (tune/budget.py)."""
     source: str = "sweep spec"
 
     @property
@@ -190,12 +193,13 @@ def parse_spec(raw: Any, source: str = "sweep spec") -> SweepSpec:
     _check_trial_configs(base, grid, search, p)
     scheduler = _parse_scheduler(raw.get("scheduler"), base, grid, search, p)
     tracking = _parse_tracking(raw.get("tracking"), p)
+    stop = parse_stop(raw.get("stop"), p)
     if p:
         raise SpecError(p, source)
     return SweepSpec(base=base, grid=grid, search=search, scheduler=scheduler, resources=resources,
                      max_concurrent=max_concurrent, max_failures=max_failures,
                      max_preemptions=max_preemptions, num_to_keep=num_to_keep,
-                     tracking=tracking, source=source)
+                     tracking=tracking, stop=stop, source=source)
 
 
 def check_capacity(resources: Resources, cpus: int | None = None, gpus: int | None = None) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from cil.results import TASK_RESULTS, compact_results, compact_trial, join, resolve
+from tune.budget import BudgetWatch, device_share
 from tune.failures import FailurePolicy
 from tune.lease import SweepLease
 from tune.paths import SweepError, SweepPaths
@@ -76,14 +78,41 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
     return spec.base | {k: tune.grid_search(v) for k, v in spec.grid.items()}
 
 
-def driver_callbacks(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None) -> list[Any]:
-    """The callbacks that belong to this driver: the failure policy and the pending-resources watch."""
+def driver_callbacks(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None,
+                     budget: BudgetCallback | None = None) -> list[Any]:
+    """The callbacks that belong to this driver: the failure policy, the pending-resources watch and the
+    budget."""
     return [FailurePolicy(paths.results, spec.max_failures, spec.max_preemptions),
-            *([pending] if pending is not None else [])]
+            *([pending] if pending is not None else []), *([budget] if budget is not None else [])]
+
+
+class BudgetCallback(tune.Callback):
+    """The spec's ``stop:`` budget (tune/budget.py) on Tune's loop: once reached, Tune's own stop signal
+    (SIGUSR1, handled as Ctrl-C: the experiment is saved with its unfinished trials resumable)."""
+
+    def __init__(self, watch: BudgetWatch) -> None:
+        self.watch = watch
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        running = sum(1 for t in trials if t.status == "RUNNING")
+        if self.watch.tick(running) is not None:
+            self.watch.save()
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self.watch.tick(0)
+        self.watch.save()
+
+    def __reduce__(self) -> Any:  # saved with the experiment, restored without its watch: a no-op
+        return (_no_callback, ())
+
+
+def _no_callback() -> tune.Callback:
+    return tune.Callback()
 
 
 def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: PendingWatch | None = None,
-               share: bool = True) -> Any:
+               share: bool = True, budget: BudgetCallback | None = None) -> Any:
     """A new Tuner: grid search, or Optuna (optionally with ASHA) over the spec's space."""
     search_alg = scheduler = None
     if spec.search is not None:
@@ -106,14 +135,14 @@ def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: Pe
         # telling a node lost (a preemption) from an error of the trial.
         failure_config=tune.FailureConfig(max_failures=-1),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
-        callbacks=[*driver_callbacks(spec, paths, pending), *tracking_callbacks(spec.tracking, paths.name),
+        callbacks=[*driver_callbacks(spec, paths, pending, budget), *tracking_callbacks(spec.tracking, paths.name),
                    *([live] if live else [])])
     return tune.Tuner(make_trainable(spec, paths, share), param_space=space, tune_config=tune_config,
                       run_config=run_config)
 
 
 def restore_tuner(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None = None,
-                  share: bool = True) -> Any:
+                  share: bool = True, budget: BudgetCallback | None = None) -> Any:
     """Continue an interrupted sweep: unfinished trials resume from their last checkpoint, errored ones
     are retried. Ray does not restore a scheduler's state (ASHA starts its rungs afresh)."""
     fs, experiment = resolve(paths.experiment)
@@ -123,8 +152,9 @@ def restore_tuner(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | No
     # policy (fresh counts) and pending watch replace the saved ones; sweeps saved before the policy
     # existed get its max_failures=-1 too.
     run_config = tuner._local_tuner.get_run_config()
-    kept = [c for c in run_config.callbacks or [] if not isinstance(c, FailurePolicy | PendingWatch)]
-    run_config.callbacks = [*driver_callbacks(spec, paths, pending), *kept]
+    kept = [c for c in run_config.callbacks or [] if not isinstance(c, FailurePolicy | PendingWatch | BudgetCallback)
+            and type(c) is not tune.Callback]
+    run_config.callbacks = [*driver_callbacks(spec, paths, pending, budget), *kept]
     run_config.failure_config = tune.FailureConfig(max_failures=-1)
     return tuner
 
@@ -143,6 +173,7 @@ class SweepOutcome:
     statuses: dict[str, str]
     failures: dict[str, str] = field(default_factory=dict)  # trial id -> permanent error message
     lost_to: str | None = None  # the driver that took the sweep over while this one ran
+    budget_reached: str | None = None  # why the spec's stop: budget ended the sweep
 
     @property
     def unfinished(self) -> list[str]:
@@ -155,10 +186,11 @@ class SweepOutcome:
 
 def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None, resume: bool = False,
               verbose: int = 1, takeover: bool = False, pending: PendingWatch | None = None,
-              share: bool = True) -> SweepOutcome:
+              share: bool = True, clock: Any = None) -> SweepOutcome:
     """Run (or resume) a sweep while holding its lease. Uses the Ray session already connected, else
     ``address``, else starts a local Ray in this process. ``pending`` watches trials that wait for
-    resources (tune/pending.py); ``share``: trials share identical task prefixes (tune/prefix.py)."""
+    resources (tune/pending.py); ``share``: trials share identical task prefixes (tune/prefix.py);
+    ``clock``: the budget's clock (default ``time.time``)."""
     check_storage(paths)
     fs, folder = resolve(paths.experiment)
     lease = SweepLease(fs, folder, paths.name, takeover=takeover)
@@ -170,8 +202,14 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         if not ray.is_initialized():
             connect(address, verbose)
-        tuner = (restore_tuner(spec, paths, pending, share) if resume
-                 else make_tuner(spec, paths, verbose, pending, share))
+        budget = None
+        if spec.stop.any:
+            r = spec.resources
+            watch = BudgetWatch(spec.stop, device_share(r.cpu, r.gpu), fs, folder,
+                                **({"clock": clock} if clock else {}))
+            budget = BudgetCallback(watch)
+        tuner = (restore_tuner(spec, paths, pending, share, budget) if resume
+                 else make_tuner(spec, paths, verbose, pending, share, budget))
         board = open_board(paths.name) if verbose > 0 else None  # the live epoch columns' source
         try:
             with _without_ray_restore_hint():
@@ -183,6 +221,8 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
         # the state saved for --resume keeps them RUNNING or PENDING.
         trials = tune.ExperimentAnalysis(folder, storage_filesystem=fs).trials
         outcome = SweepOutcome(grid, {t.trial_id: t.status for t in trials})
+        if budget is not None and outcome.unfinished:
+            outcome.budget_reached = budget.watch.reached
         if lease.lost_to is not None:
             outcome.lost_to = lease.lost_to.describe()
             return outcome  # the sweep is another driver's now: leave its files alone
