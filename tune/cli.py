@@ -40,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="print trials, sample configs and resources; "
                                                            "do not start Ray")
     s.add_argument("--quiet", action="store_true", help="no live progress table")
+    e = s.add_argument_group("estimates (tune/estimate.py)")
+    e.add_argument("--calibrate", action="store_true", help="estimate device-hours and wall time from short "
+                   "timed runs of each kind of trial on this machine (with --dry-run, or before a sweep)")
+    e.add_argument("--history", metavar="RESULTS", help="estimate from the rows of an earlier results folder "
+                   "(same network, data set, batch size, epochs, device kind), calibrating what it lacks")
+    e.add_argument("--nodes", type=int, default=1, help="nodes like this machine the estimate spreads trials over")
+    e.add_argument("--price-per-gpu-hour", type=float, metavar="PRICE",
+                   help="also print the estimate's cost: device-hours (GPU-hours; CPU-hours on the CPU) x PRICE")
     s.add_argument("--no-share", action="store_true", help="every trial trains every task itself, also the "
                                                             "task prefixes it has in common with other trials")
     s.add_argument("--pending-timeout", type=float, default=DEFAULT_PENDING_TIMEOUT_S, metavar="SECONDS",
@@ -63,8 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     # add the nodes a request needs, so only a local sweep is checked against this machine.
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     capacity = [] if address else check_capacity(spec.resources)
+    wants_estimate = args.calibrate or args.history is not None
     if args.dry_run:
         print(describe(spec, paths, capacity))
+        if wants_estimate:
+            print("\n".join(_estimate(spec, args).lines()))
+        else:
+            print("estimate: add --calibrate (short timed runs here) or --history RESULTS (earlier rows)")
         return 0
     if capacity:
         print(f"error: invalid {spec.source}:\n  " + "\n  ".join(capacity), file=sys.stderr)
@@ -81,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     from tune.report import final_table
     from tune.sweep import run_sweep
 
+    estimated = None
+    if wants_estimate:
+        estimated = _estimate(spec, args)
+        print("\n".join(estimated.lines()))
     pending = PendingWatch(_ray_request(spec), args.pending_timeout, args.pending_action)
     try:
         outcome = run_sweep(spec, paths, address=address, resume=args.resume, verbose=0 if args.quiet else 1,
@@ -98,7 +115,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep {name} stopped: its trials wait for resources the cluster does not have (above). "
               f"Continue it with:\n  {resume_command(args, name)}", file=sys.stderr)
         return 2
+    if estimated is not None and outcome.spent is not None:
+        print(f"estimate vs actual: {estimated.device_hours:.3g} vs {outcome.spent.device_seconds / 3600:.3g} "
+              f"device-hours, wall {estimated.wall_seconds:.0f} s vs {outcome.wall_seconds:.0f} s (this driver)")
     return report(outcome, spec, paths, args, name, final_table)
+
+
+def _estimate(spec: SweepSpec, args: argparse.Namespace) -> Any:
+    from tune.estimate import estimate
+
+    return estimate(spec, share=not args.no_share, nodes=args.nodes, history=args.history,
+                    price=args.price_per_gpu_hour, group_keys=group_by(spec))
 
 
 def _ray_request(spec: SweepSpec) -> dict[str, float]:

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,6 +175,8 @@ class SweepOutcome:
     failures: dict[str, str] = field(default_factory=dict)  # trial id -> permanent error message
     lost_to: str | None = None  # the driver that took the sweep over while this one ran
     budget_reached: str | None = None  # why the spec's stop: budget ended the sweep
+    spent: Any = None  # tune.budget.Spent: device and wall seconds over every driver of the sweep
+    wall_seconds: float = 0.0  # this driver's Tune run
 
     @property
     def unfinished(self) -> list[str]:
@@ -202,15 +205,13 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         if not ray.is_initialized():
             connect(address, verbose)
-        budget = None
-        if spec.stop.any:
-            r = spec.resources
-            watch = BudgetWatch(spec.stop, device_share(r.cpu, r.gpu), fs, folder,
-                                **({"clock": clock} if clock else {}))
-            budget = BudgetCallback(watch)
+        r = spec.resources  # the watch also counts what a sweep without a budget spends
+        budget = BudgetCallback(BudgetWatch(spec.stop, device_share(r.cpu, r.gpu), fs, folder,
+                                            **({"clock": clock} if clock else {})))
         tuner = (restore_tuner(spec, paths, pending, share, budget) if resume
                  else make_tuner(spec, paths, verbose, pending, share, budget))
         board = open_board(paths.name) if verbose > 0 else None  # the live epoch columns' source
+        started = time.monotonic()
         try:
             with _without_ray_restore_hint():
                 grid = tuner.fit()
@@ -220,8 +221,9 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
         # The saved state, not the grid's trials: an interrupt marks those TERMINATED in memory, while
         # the state saved for --resume keeps them RUNNING or PENDING.
         trials = tune.ExperimentAnalysis(folder, storage_filesystem=fs).trials
-        outcome = SweepOutcome(grid, {t.trial_id: t.status for t in trials})
-        if budget is not None and outcome.unfinished:
+        outcome = SweepOutcome(grid, {t.trial_id: t.status for t in trials}, spent=budget.watch.spent,
+                               wall_seconds=time.monotonic() - started)
+        if outcome.unfinished:
             outcome.budget_reached = budget.watch.reached
         if lease.lost_to is not None:
             outcome.lost_to = lease.lost_to.describe()
