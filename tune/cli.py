@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tune.paths import SweepError, SweepPaths, absolute_storage
@@ -201,6 +202,13 @@ def describe(spec: SweepSpec, paths: SweepPaths, capacity: list[str]) -> str:
                      f"grace {sc.grace_period}, reduction factor {sc.reduction_factor:g}")
     else:
         lines.append("scheduler: none (every trial trains all its tasks)")
+    if spec.stop.any:
+        b = spec.stop
+        parts = [f"max_device_hours {b.max_device_hours:g}" if b.max_device_hours else "",
+                 f"max_wall_hours {b.max_wall_hours:g}" if b.max_wall_hours else "",
+                 f"deadline {datetime.fromtimestamp(b.deadline).astimezone().isoformat(timespec='minutes')}"
+                 if b.deadline else ""]
+        lines.append("stop (then --resume continues): " + ", ".join(p for p in parts if p))
     for problem in capacity:
         lines.append(f"warning: {problem}")
     lines.append(f"results: {paths.results}")
