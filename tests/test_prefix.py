@@ -249,3 +249,17 @@ def test_publishing_twice_leaves_one_whole_entry(tmp_path):
         store.publish("k", {"trial_id": who})
     assert store.get("k") == {"trial_id": "b"}
     assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["entry.pt"]
+
+
+def test_ewc_trains_task_zero_like_finetuning_but_its_end_of_task_state_is_its_own():
+    """Why the shared state is the one after the end-of-task work, and EWC's key is its own: EWC's
+    epochs of task 0 are finetuning's, but its Fisher pass runs the model in training mode (as FACIL),
+    which moves the BatchNorm statistics, and its state holds the Fisher."""
+    ft_cfg, ft = first(tiny("finetuning"))
+    ewc_cfg, ewc = first(tiny("ewc"))
+    adopted = adopt(entry_of(ft, "producer"), ewc_cfg)
+    _same_tree(_without_timing(adopted.epoch_rows), _without_timing(ewc.epoch_rows), "epochs")
+    moved = [k for k, v in ft.state["model"].items() if not torch.equal(v, ewc.state["model"][k])]
+    assert moved and all(".bns." in k and ("running" in k or "num_batches" in k) for k in moved), moved
+    assert ft.state["approach"] == {} and set(ewc.state["approach"]) == {"anchor", "fisher"}
+    assert prefix_key(ft_cfg, 0, ENV) != prefix_key(ewc_cfg, 0, ENV)
