@@ -27,9 +27,10 @@ ROW_KEYS = {TASK_RESULTS: ("task", "eval_task"), HEADS: ("task", "head"), EPOCHS
 
 def identical(a_dir: str, b_dir: str, table: str) -> tuple[bool, str]:
     a, b = (pd.read_parquet(os.path.join(d, table)) for d in (a_dir, b_dir))
-    config = [c for c in pd.read_parquet(os.path.join(a_dir, TASK_RESULTS)).columns
-              if "." in c and c not in IGNORED]
-    keys = ["approach", "seed", *[c for c in config if c in a], *ROW_KEYS[table]]
+    rows = pd.read_parquet(os.path.join(a_dir, TASK_RESULTS))
+    swept = [c for c in rows.columns if "." in c and c not in IGNORED and rows[c].map(np.isscalar).all()
+             and rows[c].nunique(dropna=False) > 1]  # the keys a sweep varies (never lists)
+    keys = ["approach", "seed", *[c for c in swept if c in a], *ROW_KEYS[table]]
     cols = sorted(set(a.columns) - IGNORED)
     if sorted(set(b.columns) - IGNORED) != cols or len(a) != len(b):
         return False, f"columns or row counts differ ({len(a)} vs {len(b)} rows)"
