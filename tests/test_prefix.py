@@ -97,7 +97,7 @@ def changed(values: dict[str, Any], key: str, tmp: str) -> dict[str, Any] | None
     elif isinstance(current, int):
         candidates = [current + 1, current + 2, current - 1]
     elif isinstance(current, float):
-        candidates = [current * 2 + 0.5, current / 2, current + 0.1]
+        candidates = [current * 2 + 0.5, current / 2, current + 0.1, abs(current) * 2 + 0.5]
     elif isinstance(current, list):
         candidates = [[x / 2 for x in current], current[:1]]
     elif current is None:
