@@ -169,7 +169,11 @@ EPOCH_COLUMNS_DECLARED = (
 )
 DECLARED = {TASK_RESULTS: TASK_COLUMNS_DECLARED, HEADS: HEAD_COLUMNS_DECLARED, EPOCHS: EPOCH_COLUMNS_DECLARED}
 # Columns after the config's in a task_results file (config columns come between the fixed ones and these).
-TRAILING = {TASK_RESULTS: GRIDSEARCH, HEADS: (), EPOCHS: ()}
+#: Rows of a task that prefix sharing (tune/prefix.py) gave a trial name the trial whose run trained it.
+SHARED = Column("shared_from", "string", "the trial whose run trained this task and shared it with this trial "
+                "(prefix sharing, [Sweeps](sweeps.md)); null where the trial trained the task itself",
+                required=False, varies=True)
+TRAILING = {TASK_RESULTS: (*GRIDSEARCH, SHARED), HEADS: (SHARED,), EPOCHS: (SHARED,)}
 FAMILIES = {
     TASK_RESULTS: (Family("acc_taw_", "float", "task-aware accuracy of an approach's other score set "
                           "(`acc_taw_heads`: iCaRL's, BiC's and IL2M's plain heads)"),
@@ -195,7 +199,8 @@ INTEGER_COLUMNS = {t: (*(("num_tasks",) if t == TASK_RESULTS else ()), *keys) fo
 NUMERIC_COLUMNS = {t: tuple(c.name for c in cols if c.required and c.varies and c.kind in ("int", "float")
                             and c.name not in INTEGER_COLUMNS[t]) for t, cols in DECLARED.items()}
 # ``complete`` is added by analysis.load: whether the trial has rows for all its tasks.
-ROW_COLUMNS = (*(c.name for c in (*TASK_COLUMNS_DECLARED, *GRIDSEARCH) if c.varies), "complete")
+ROW_COLUMNS = (*(c.name for c in (*TASK_COLUMNS_DECLARED, *GRIDSEARCH, SHARED) if c.varies), "complete")
+SHARED_COLUMN = SHARED.name
 
 # The per-trial metrics summarised over seeds, in the column order of summary.csv. ``paper_*``: the
 # aggregates of the paper's own analysis scripts (means over the whole lower triangle; docs/design.md).

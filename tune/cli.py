@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tune.paths import SweepError, SweepPaths, absolute_storage
@@ -50,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--quiet", action="store_true", help="progress as one line (trials done, ETA), no table")
     out.add_argument("--verbose", action="store_true", help="also Tune's own trial tables and Ray's log lines "
                                                              "(the trials' output included)")
+    e = s.add_argument_group("estimates (tune/estimate.py)")
+    e.add_argument("--calibrate", action="store_true", help="estimate device-hours and wall time from short "
+                   "timed runs of each kind of trial on this machine (with --dry-run, or before a sweep)")
+    e.add_argument("--history", metavar="RESULTS", help="estimate from the rows of an earlier results folder "
+                   "(same network, data set, batch size, epochs, device kind), calibrating what it lacks")
+    e.add_argument("--nodes", type=int, default=1, help="nodes like this machine the estimate spreads trials over")
+    e.add_argument("--price-per-gpu-hour", type=float, metavar="PRICE",
+                   help="also print the estimate's cost: device-hours (GPU-hours; CPU-hours on the CPU) x PRICE")
+    s.add_argument("--no-share", action="store_true", help="every trial trains every task itself, also the "
+                                                            "task prefixes it has in common with other trials")
     s.add_argument("--pending-timeout", type=float, default=DEFAULT_PENDING_TIMEOUT_S, metavar="SECONDS",
                    help="after trials have waited this long for resources with none running, say which "
                         "resource is missing and what to change (0: never)")
@@ -94,8 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     # add the nodes a request needs, so only a local sweep is checked against this machine.
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     capacity = [] if address else check_capacity(spec.resources)
+    wants_estimate = args.calibrate or args.history is not None
     if args.dry_run:
         print(describe(spec, paths, capacity))
+        if wants_estimate:
+            print("\n".join(_estimate(spec, args).lines()))
+        else:
+            print("estimate: add --calibrate (short timed runs here) or --history RESULTS (earlier rows)")
         return 0
     if capacity:
         print(f"error: invalid {spec.source}:\n  " + "\n  ".join(capacity), file=sys.stderr)
@@ -112,11 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     from tune.pending import PendingWatch
     from tune.sweep import run_sweep
 
+    estimated = None
+    if wants_estimate:
+        estimated = _estimate(spec, args)
+        print("\n".join(estimated.lines()))
     pending = PendingWatch(_ray_request(spec), args.pending_timeout, args.pending_action)
     try:
         outcome = run_sweep(spec, paths, address=address, resume=args.resume,
                             verbose=0 if args.quiet else 2 if args.verbose else 1, takeover=args.takeover,
-                            pending=pending)
+                            pending=pending, share=not args.no_share)
     except KeyboardInterrupt:  # a second Ctrl-C: Tune's last save was skipped, the last saved state stands
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(f"\nsweep {name} was interrupted. Continue it with:\n  {resume_command(args, name)}", file=sys.stderr)
@@ -134,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep {name} stopped: its trials wait for resources the cluster does not have (above). "
               f"Continue it with:\n  {resume_command(args, name)}", file=sys.stderr)
         return 2
+    if estimated is not None and outcome.spent is not None:
+        print(f"estimate vs actual: {estimated.device_hours:.3g} vs {outcome.spent.device_seconds / 3600:.3g} "
+              f"device-hours, wall {estimated.wall_seconds:.0f} s vs {outcome.wall_seconds:.0f} s (this driver)")
     return report(outcome, spec, paths, args, name, final_table)
 
 
@@ -169,6 +192,13 @@ def status(sweep: str, storage: str) -> int:
     return 0
 
 
+def _estimate(spec: SweepSpec, args: argparse.Namespace) -> Any:
+    from tune.estimate import estimate
+
+    return estimate(spec, share=not args.no_share, nodes=args.nodes, history=args.history,
+                    price=args.price_per_gpu_hour, group_keys=group_by(spec))
+
+
 def _ray_request(spec: SweepSpec) -> dict[str, float]:
     """A trial's request under Ray's resource names."""
     return {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}
@@ -177,7 +207,7 @@ def _ray_request(spec: SweepSpec) -> dict[str, float]:
 def report(outcome: SweepOutcome, spec: SweepSpec, paths: SweepPaths, args: argparse.Namespace, name: str,
            final_table: Callable[..., str]) -> int:
     """Print how the sweep ended; the exit code: 0 all finished, 1 some errored, 130 interrupted,
-    3 taken over by another driver."""
+    3 taken over by another driver, tune.budget.BUDGET_EXIT stopped by the spec's budget."""
     n, errored, unfinished = len(outcome.statuses), outcome.errored, outcome.unfinished
     if outcome.lost_to is not None:
         print(f"error: sweep {name} was taken over by another driver ({outcome.lost_to}); this driver "
@@ -188,6 +218,13 @@ def report(outcome: SweepOutcome, spec: SweepSpec, paths: SweepPaths, args: argp
     for trial_id, message in outcome.failures.items():
         print(f"  trial {trial_id} failed (not retried): {message}", file=sys.stderr)
     print(final_table(paths.results, by=group_by(spec)))
+    if unfinished and outcome.budget_reached:
+        from tune.budget import BUDGET_EXIT
+
+        print(f"\nsweep {name} stopped: {outcome.budget_reached}; {len(unfinished)} of {n} trials unfinished, "
+              f"each resumable from its last finished task. Raise the spec's stop: budget, then continue with:\n"
+              f"  {resume_command(args, name)}", file=sys.stderr)
+        return BUDGET_EXIT
     if unfinished:
         print(f"\nsweep {name} was interrupted: {len(unfinished)} of {n} trials unfinished. Continue it with:\n"
               f"  {resume_command(args, name)}", file=sys.stderr)
@@ -201,6 +238,8 @@ def resume_command(args: argparse.Namespace, name: str) -> str:
              absolute_storage(args.storage)]
     if args.address:
         parts += ["--address", args.address]
+    if getattr(args, "no_share", False):
+        parts.append("--no-share")
     return shlex.join([*parts, "--resume"])
 
 
@@ -233,6 +272,13 @@ def describe(spec: SweepSpec, paths: SweepPaths, capacity: list[str]) -> str:
                      f"grace {sc.grace_period}, reduction factor {sc.reduction_factor:g}")
     else:
         lines.append("scheduler: none (every trial trains all its tasks)")
+    if spec.stop.any:
+        b = spec.stop
+        parts = [f"max_device_hours {b.max_device_hours:g}" if b.max_device_hours else "",
+                 f"max_wall_hours {b.max_wall_hours:g}" if b.max_wall_hours else "",
+                 f"deadline {datetime.fromtimestamp(b.deadline).astimezone().isoformat(timespec='minutes')}"
+                 if b.deadline else ""]
+        lines.append("stop (then --resume continues): " + ", ".join(p for p in parts if p))
     for problem in capacity:
         lines.append(f"warning: {problem}")
     lines.append(f"results: {paths.results}")

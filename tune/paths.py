@@ -25,6 +25,11 @@ class SweepPaths:
     def results(self) -> str:
         return _under(self.experiment, "results")
 
+    @property
+    def prefix(self) -> str:
+        """The store of task prefixes shared between trials (tune/prefix.py)."""
+        return _under(self.experiment, "prefix")
+
 
 def _under(uri: str, name: str) -> str:
     """``name`` inside ``uri``, before any ``?query`` (``s3://b/p?endpoint_override=...``)."""

@@ -21,9 +21,10 @@ import yaml
 
 from cil.config import _LEAVES, ConfigError, ExperimentConfig, Problems, flatten, valid_keys
 from cil.extras import install_hint
+from tune.budget import Budget, parse_stop
 
 TOP_KEYS = ("description", "base", "grid", "search", "scheduler", "resources", "max_concurrent", "failure",
-            "checkpoint", "tracking", "reproduces")  # reproduces: the published numbers (analysis.ledger)
+            "checkpoint", "tracking", "reproduces", "stop")  # reproduces: the published numbers (analysis.ledger)
 DESCRIPTION_MAX = 90  # a spec's description is one line of `python -m tune presets`
 # What the driver does once trials have waited --pending-timeout seconds for resources (tune/pending.py,
 # which imports Ray; declared here, Ray-free, for the CLI and the watch alike).
@@ -127,6 +128,8 @@ class SweepSpec:
     tracking: Tracking = Tracking()
     description: str = ""
     """One line that says what the sweep is for (``python -m tune presets`` lists it)."""
+    stop: Budget = Budget()
+    """When the sweep stops, resumable (tune/budget.py)."""
     source: str = "sweep spec"
 
     @property
@@ -218,12 +221,13 @@ def parse_spec(raw: Any, source: str = "sweep spec") -> SweepSpec:
 
         p.extend(parse_ledger(raw["reproduces"], "spec")[1])
     description = _parse_description(raw.get("description", ""), p)
+    stop = parse_stop(raw.get("stop"), p)
     if p:
         raise SpecError(p, source)
     return SweepSpec(base=base, grid=grid, search=search, scheduler=scheduler, resources=resources,
                      max_concurrent=max_concurrent, max_failures=max_failures,
                      max_preemptions=max_preemptions, num_to_keep=num_to_keep,
-                     tracking=tracking, description=description, source=source)
+                     tracking=tracking, description=description, stop=stop, source=source)
 
 
 def _parse_description(raw: Any, p: list[str]) -> str:

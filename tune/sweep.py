@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +20,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from cil.results import TASK_RESULTS, compact_results, compact_trial, join, resolve
 from tune import raycompat
+from tune.budget import BudgetWatch, device_share
 from tune.failures import FailurePolicy
 from tune.lease import SweepLease
 from tune.paths import SweepError, SweepPaths
@@ -60,10 +63,11 @@ def check_storage(paths: SweepPaths) -> None:
                          f"{detail}") from None
 
 
-def make_trainable(spec: SweepSpec, paths: SweepPaths) -> Any:
-    """The function trainable with its fixed arguments and per-trial resources bound."""
+def make_trainable(spec: SweepSpec, paths: SweepPaths, share: bool = True) -> Any:
+    """The function trainable with its fixed arguments and per-trial resources bound; ``share``: trials
+    share identical task prefixes through the sweep's prefix store (tune/prefix.py)."""
     bound = tune.with_parameters(train_trial, sweep=paths.name, results_dir=paths.results,
-                                 gpu_fraction=spec.resources.gpu)
+                                 gpu_fraction=spec.resources.gpu, prefix_dir=paths.prefix if share else None)
     return tune.with_resources(bound, spec.resources.as_ray())
 
 
@@ -75,20 +79,48 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
     return spec.base | {k: tune.grid_search(v) for k, v in spec.grid.items()}
 
 
-def driver_callbacks(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None, verbose: int) -> list[Any]:
-    """The callbacks that belong to this driver: the failure policy, the pending-resources watch and
-    the live table."""
+def driver_callbacks(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None, verbose: int,
+                     budget: BudgetCallback | None = None) -> list[Any]:
+    """The callbacks that belong to this driver: the failure policy, the pending-resources watch, the
+    live table and the budget."""
     from tune.cli import group_by
 
     return [FailurePolicy(paths.results, spec.max_failures, spec.max_preemptions),
             *([pending] if pending is not None else []),
-            console(paths.name, paths.experiment, group_by(spec), verbose)]
+            console(paths.name, paths.experiment, group_by(spec), verbose),
+            *([budget] if budget is not None else [])]
 
 
-DRIVER_CALLBACKS = (FailurePolicy, PendingWatch, SweepConsole)
+class BudgetCallback(tune.Callback):
+    """The spec's ``stop:`` budget (tune/budget.py) on Tune's loop: once reached, Tune's own stop signal
+    (SIGUSR1, handled as Ctrl-C: the experiment is saved with its unfinished trials resumable)."""
+
+    def __init__(self, watch: BudgetWatch) -> None:
+        self.watch = watch
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        running = sum(1 for t in trials if t.status == "RUNNING")
+        if self.watch.tick(running) is not None:
+            self.watch.save()
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self.watch.tick(0)
+        self.watch.save()
+
+    def __reduce__(self) -> Any:  # saved with the experiment, restored without its watch: a no-op
+        return (_no_callback, ())
 
 
-def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: PendingWatch | None = None) -> Any:
+def _no_callback() -> tune.Callback:
+    return tune.Callback()
+
+
+DRIVER_CALLBACKS = (FailurePolicy, PendingWatch, SweepConsole, BudgetCallback)
+
+
+def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: PendingWatch | None = None,
+               share: bool = True, budget: BudgetCallback | None = None) -> Any:
     """A new Tuner: grid search, or Optuna (optionally with ASHA) over the spec's space."""
     search_alg = scheduler = None
     if spec.search is not None:
@@ -110,23 +142,27 @@ def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: Pe
         # telling a node lost (a preemption) from an error of the trial.
         failure_config=tune.FailureConfig(max_failures=-1),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
-        callbacks=[*driver_callbacks(spec, paths, pending, verbose), *tracking_callbacks(spec.tracking, paths.name)])
-    return tune.Tuner(make_trainable(spec, paths), param_space=space, tune_config=tune_config,
+        callbacks=[*driver_callbacks(spec, paths, pending, verbose, budget),
+                   *tracking_callbacks(spec.tracking, paths.name)])
+    return tune.Tuner(make_trainable(spec, paths, share), param_space=space, tune_config=tune_config,
                       run_config=run_config)
 
 
-def restore_tuner(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None = None, verbose: int = 1) -> Any:
+def restore_tuner(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None = None, verbose: int = 1,
+                  share: bool = True, budget: BudgetCallback | None = None) -> Any:
     """Continue an interrupted sweep: unfinished trials resume from their last checkpoint, errored ones
     are retried. Ray does not restore a scheduler's state (ASHA starts its rungs afresh)."""
     fs, experiment = resolve(paths.experiment)
-    tuner = tune.Tuner.restore(experiment, make_trainable(spec, paths), resume_unfinished=True,
+    tuner = tune.Tuner.restore(experiment, make_trainable(spec, paths, share), resume_unfinished=True,
                                resume_errored=True, storage_filesystem=fs)
     # Tuner.restore takes the saved RunConfig and no new callbacks (Ray 2.60): this driver's failure
-    # policy (fresh counts), pending watch and live table replace the saved ones; sweeps saved before
-    # the policy existed get its max_failures=-1 too.
+    # policy (fresh counts), pending watch, live table and budget replace the saved ones (a saved budget
+    # callback restores as a plain no-op Callback); sweeps saved before the policy existed get its
+    # max_failures=-1 too.
     run_config = raycompat.run_config(tuner)
-    kept = [c for c in run_config.callbacks or [] if not isinstance(c, DRIVER_CALLBACKS)]
-    run_config.callbacks = [*driver_callbacks(spec, paths, pending, verbose), *kept]
+    kept = [c for c in run_config.callbacks or [] if not isinstance(c, DRIVER_CALLBACKS)
+            and type(c) is not tune.Callback]
+    run_config.callbacks = [*driver_callbacks(spec, paths, pending, verbose, budget), *kept]
     run_config.failure_config = tune.FailureConfig(max_failures=-1)
     run_config.verbose = tune_verbosity(verbose)
     return tuner
@@ -146,6 +182,9 @@ class SweepOutcome:
     statuses: dict[str, str]
     failures: dict[str, str] = field(default_factory=dict)  # trial id -> permanent error message
     lost_to: str | None = None  # the driver that took the sweep over while this one ran
+    budget_reached: str | None = None  # why the spec's stop: budget ended the sweep
+    spent: Any = None  # tune.budget.Spent: device and wall seconds over every driver of the sweep
+    wall_seconds: float = 0.0  # this driver's Tune run
 
     @property
     def unfinished(self) -> list[str]:
@@ -157,11 +196,13 @@ class SweepOutcome:
 
 
 def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None, resume: bool = False,
-              verbose: int = 1, takeover: bool = False, pending: PendingWatch | None = None) -> SweepOutcome:
+              verbose: int = 1, takeover: bool = False, pending: PendingWatch | None = None,
+              share: bool = True, clock: Any = None) -> SweepOutcome:
     """Run (or resume) a sweep while holding its lease. Uses the Ray session already connected, else
     ``address``, else starts a local Ray in this process. ``pending`` watches trials that wait for
     resources (tune/pending.py). ``verbose``: 0 the table's header line only, 1 the table, 2 also Tune's
-    own output and Ray's log lines."""
+    own output and Ray's log lines. ``share``: trials share identical task prefixes (tune/prefix.py);
+    ``clock``: the budget's clock (default ``time.time``)."""
     raycompat.check_version()
     check_storage(paths)
     fs, folder = resolve(paths.experiment)
@@ -175,9 +216,13 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
         with ray_output(verbose):
             if not ray.is_initialized():
                 connect(address, verbose)
-            tuner = (restore_tuner(spec, paths, pending, verbose) if resume
-                     else make_tuner(spec, paths, verbose, pending))
+            r = spec.resources  # the watch also counts what a sweep without a budget spends
+            budget = BudgetCallback(BudgetWatch(spec.stop, device_share(r.cpu, r.gpu), fs, folder,
+                                                **({"clock": clock} if clock else {})))
+            tuner = (restore_tuner(spec, paths, pending, verbose, share, budget) if resume
+                     else make_tuner(spec, paths, verbose, pending, share, budget))
             board = open_board(paths.name)  # the live epoch columns' source
+            started = time.monotonic()
             try:
                 grid = tuner.fit()
             finally:
@@ -185,7 +230,10 @@ def run_sweep(spec: SweepSpec, paths: SweepPaths, *, address: str | None = None,
             # The saved state, not the grid's trials: an interrupt marks those TERMINATED in memory, while
             # the state saved for --resume keeps them RUNNING or PENDING.
             trials = tune.ExperimentAnalysis(folder, storage_filesystem=fs).trials
-        outcome = SweepOutcome(grid, {t.trial_id: t.status for t in trials})
+        outcome = SweepOutcome(grid, {t.trial_id: t.status for t in trials}, spent=budget.watch.spent,
+                               wall_seconds=time.monotonic() - started)
+        if outcome.unfinished:
+            outcome.budget_reached = budget.watch.reached
         if lease.lost_to is not None:
             outcome.lost_to = lease.lost_to.describe()
             return outcome  # the sweep is another driver's now: leave its files alone

@@ -27,7 +27,7 @@ from cil import numerics
 from cil.config import ExperimentConfig
 from cil.device import GPU_SHARE_HEADROOM, cuda_device, set_cublas_workspace
 from cil.errors import PermanentError
-from cil.loop import TaskResult, run
+from cil.loop import TaskResult
 from cil.results import (
     StorageError,
     compact_trial,
@@ -37,6 +37,7 @@ from cil.results import (
     resolve,
     write_task,
 )
+from tune.prefix import PrefixStore, numeric_environment, shared_run
 from tune.progress import epoch_sender
 from tune.spec import SEEDS_KEY
 
@@ -44,8 +45,11 @@ STATE_FILE = "cil_state.pt"
 FAILED_DIR = "_failed"
 
 
-def train_trial(config: dict[str, Any], *, sweep: str, results_dir: str, gpu_fraction: float = 0.0) -> None:
-    """Tune entry point (bind ``sweep``/``results_dir``/``gpu_fraction`` with ``tune.with_parameters``).
+def train_trial(config: dict[str, Any], *, sweep: str, results_dir: str, gpu_fraction: float = 0.0,
+                prefix_dir: str | None = None) -> None:
+    """Tune entry point (bind ``sweep``/``results_dir``/``gpu_fraction``/``prefix_dir`` with
+    ``tune.with_parameters``). ``prefix_dir``: the store of task prefixes shared between trials
+    (tune/prefix.py); None: every trial trains every task itself.
 
     A :class:`~cil.errors.PermanentError` (bad data, a diverging loss, storage that refuses writes) is
     recorded beside the results before it is raised, so Tune's retries of this trial end at once with
@@ -59,7 +63,7 @@ def train_trial(config: dict[str, Any], *, sweep: str, results_dir: str, gpu_fra
     if failed is not None:
         raise PermanentError(f"{failed} (a permanent error: not retried)")
     try:
-        _train(config, sweep, results_dir, ray_id, gpu_fraction)
+        _train(config, sweep, results_dir, ray_id, gpu_fraction, prefix_dir)
     except PermanentError as err:
         record_failure(results_dir, ray_id, err)
         raise
@@ -72,17 +76,21 @@ def train_trial(config: dict[str, Any], *, sweep: str, results_dir: str, gpu_fra
         raise failure from err
 
 
-def _train(config: dict[str, Any], sweep: str, results_dir: str, ray_id: str, gpu_fraction: float) -> None:
+def _train(config: dict[str, Any], sweep: str, results_dir: str, ray_id: str, gpu_fraction: float,
+           prefix_dir: str | None) -> None:
     device = _device(gpu_fraction)
+    store = PrefixStore(prefix_dir) if prefix_dir else None
     runs = experiment_configs(config, ray_id, device)
     numerics.claim_cpu_share(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
     numerics.apply(runs[0][1].run.threads, runs[0][1].run.cpu_isa)  # before the checkpoint's tensors load
+    env = numeric_environment(device) if store else {}  # as applied: threads and CPU mode in effect
     states = _load_states(len(runs))
     for (trial_id, cfg), state in zip(runs, states, strict=True):
         if state is not None:  # rows of tasks after the checkpoint are about to be redone
             discard_tasks_from(results_dir, trial_id, int(state["next_task"]), cfg.data.num_tasks)
     after_epoch = epoch_sender(sweep, ray_id, [cfg.run.seed for _, cfg in runs])  # the live table's epochs
-    cil_runs = [run(cfg, state, after_epoch=after_epoch) for (_, cfg), state in zip(runs, states, strict=True)]
+    cil_runs = [shared_run(cfg, state, store, trial_id, env, after_epoch=after_epoch)
+                for (trial_id, cfg), state in zip(runs, states, strict=True)]
     for results in zip(*cil_runs, strict=True):
         for (trial_id, _), r in zip(runs, results, strict=True):
             tag = {"sweep": sweep, "trial_id": trial_id}

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from cil.approaches.family import LOSS_WEIGHT_NAMES, Family
+from cil.approaches.family import LOSS_WEIGHT_NAMES, TERMS, Family
 from cil.catalog import dataset_problem
 
 # ---- config sections (FACIL's names and defaults) ----------------------------------------------------
@@ -258,6 +258,19 @@ class Stability:
 
 
 @dataclass(frozen=True)
+class FirstTask:
+    """How an approach trains task 0, as far as a sweep may share it (tune/prefix.py): the state after
+    task 0 (model, memory, the approach's own state, after its end-of-task work) and task 0's rows are
+    those of approach ``like`` (None: its own) whenever the configs agree on every key except ``unused``
+    (keys with no effect up to the end of task 0) and the keys of ``neutral`` at their neutral value (a
+    loss weight of 0 computes no term). tests/test_prefix.py checks every declaration bit for bit."""
+
+    like: str | None = None
+    unused: tuple[str, ...] = ()
+    neutral: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ApproachSpec:
     """One approach name. ``loss`` fills the ``loss.*`` keys left unset (the loss family's preset;
     a key absent from it must stay unset: the approach does not use it). ``section`` is the config
@@ -278,6 +291,8 @@ class ApproachSpec:
     #: a reference that sees every task's data, not a method under comparison: "the best approach"
     #: comparisons leave it out (``analysis.UPPER_BOUNDS``)
     upper_bound: bool = False
+    #: what acts up to the end of task 0, for sharing that task between trials (tune/prefix.py)
+    first_task: FirstTask = field(default_factory=FirstTask)
 
 
 # Baselines record zero loss weights (they distil nothing) and LwF's T.
@@ -285,6 +300,19 @@ _NO_DISTILLATION = {"lamb": 0.0, "T": 2.0, **dict.fromkeys(LOSS_WEIGHT_NAMES, 0)
 # FACIL's grid search starts LwF's lamb and LUCIR's at 10 (its gridsearch_config.py names LUCIR's
 # "lamda_base", an attribute LUCIR never reads; here the knob is the weight LUCIR uses).
 _LWF_KNOB = Stability("loss.lamb", 10.0)
+# Task 0 of finetuning and of the LwF family: cross-entropy alone (nothing to distil yet, no exemplars
+# while it trains); the prediction BCE acts from task 0 unless its weight is 0 (lwf-br2's is 1).
+# The family's distillation weights act on old heads only (none in task 0); its prediction terms' weights
+# act from task 0 and are neutral at 0 (cil.approaches.family.TERMS).
+_DISTILLATION_WEIGHTS = tuple(f"loss.{t.weight}" for t in TERMS if t.distills and t.weight)
+_PREDICTION_WEIGHTS_OFF = {f"loss.{t.weight}": 0.0 for t in TERMS if not t.distills and t.weight}
+_FINETUNING_FIRST = FirstTask("finetuning", ("loss.lamb", "loss.T", *_DISTILLATION_WEIGHTS,
+                                             "loss.bce_pred_with_exemplars"), _PREDICTION_WEIGHTS_OFF)
+# LwM's distillations need an old model: none in task 0.
+_LWM_FIRST = FirstTask(None, ("lwm.beta", "lwm.gamma", "loss.T", *_DISTILLATION_WEIGHTS))
+# LUCIR's less-forget and margin-ranking terms act on old classes: none in task 0.
+_LUCIR_FIRST = FirstTask(None, ("lucir.lamb", "lucir.lamb_mr", "lucir.dist", "lucir.K", "lucir.adapt_lamb",
+                                "loss.T", *_DISTILLATION_WEIGHTS))
 _LUCIR_KNOB = Stability("lucir.lamb", 10.0)
 # FACIL's gridsearch_config.py: the other approaches' knobs and their first values.
 _LWM_KNOB = Stability("lwm.beta", 2.0)
@@ -307,16 +335,18 @@ FAMILIES = {
                     section="lucir"),
 }
 _KNOBS = {"lwf": _LWF_KNOB, "lwm": _LWM_KNOB, "lucir": _LUCIR_KNOB}
+_FIRST_TASKS = {"lwf": _FINETUNING_FIRST, "lwm": _LWM_FIRST, "lucir": _LUCIR_FIRST}
 
 
 def _family(name: str) -> list[ApproachSpec]:
     f = FAMILIES[name]
-    return [ApproachSpec(n, f.impl, loss, f.section, doc=doc, stability=_KNOBS[name]) for n, loss, doc in f.presets()]
+    return [ApproachSpec(n, f.impl, loss, f.section, doc=doc, stability=_KNOBS[name], first_task=_FIRST_TASKS[name])
+            for n, loss, doc in f.presets()]
 
 
 _SPECS = [
     ApproachSpec("finetuning", "cil.approaches.finetuning:Finetuning", _NO_DISTILLATION,
-                 doc="lower bound: the new task with cross-entropy"),
+                 doc="lower bound: the new task with cross-entropy", first_task=_FINETUNING_FIRST),
     ApproachSpec("freezing", "cil.approaches.freezing:Freezing", _NO_DISTILLATION,
                  doc="backbone frozen after task 0, new heads only"),
     ApproachSpec("joint", "cil.approaches.joint:Joint", _NO_DISTILLATION,
@@ -324,23 +354,30 @@ _SPECS = [
     *_family("lwf"),
     *_family("lwm"),
     ApproachSpec("eeil", "cil.approaches.eeil:EEIL", {}, "eeil",
-                 doc="distillation, then class-balanced fine-tuning", stability=_EEIL_KNOB),
+                 doc="distillation, then class-balanced fine-tuning", stability=_EEIL_KNOB,
+                 first_task=FirstTask(None, ("eeil.lamb", "eeil.T", "eeil.lr_finetuning_factor",
+                                             "eeil.nepochs_finetuning"))),
     ApproachSpec("dmc", "cil.approaches.dmc:DMC", {}, "dmc",
                  doc="a new-task model, then double distillation on auxiliary data"),
     *_family("lucir"),
     ApproachSpec("ewc", "cil.approaches.ewc:EWC", {}, "ewc",
-                 doc="Fisher-weighted quadratic penalty on the backbone", stability=_EWC_KNOB),
+                 doc="Fisher-weighted quadratic penalty on the backbone", stability=_EWC_KNOB,
+                 first_task=FirstTask(None, ("ewc.lamb",))),
     ApproachSpec("mas", "cil.approaches.mas:MAS", {}, "mas",
-                 doc="quadratic penalty weighted by output-sensitivity importances", stability=_MAS_KNOB),
+                 doc="quadratic penalty weighted by output-sensitivity importances", stability=_MAS_KNOB,
+                 first_task=FirstTask(None, ("mas.lamb",))),
     ApproachSpec("path_integral", "cil.approaches.path_integral:PathIntegral", {}, "path_integral",
                  doc="quadratic penalty weighted by each parameter's share of the loss decrease",
-                 stability=_PATH_INTEGRAL_KNOB),
+                 stability=_PATH_INTEGRAL_KNOB, first_task=FirstTask(None, ("path_integral.lamb",))),
     ApproachSpec("r_walk", "cil.approaches.r_walk:RWalk", {}, "r_walk",
-                 doc="quadratic penalty weighted by Fisher plus path scores", stability=_R_WALK_KNOB),
+                 doc="quadratic penalty weighted by Fisher plus path scores", stability=_R_WALK_KNOB,
+                 first_task=FirstTask(None, ("r_walk.lamb",))),
     ApproachSpec("icarl", "cil.approaches.icarl:ICaRL", {}, "icarl", selection="herding",
-                 doc="FACIL's iCaRL: BCE distillation, herding, nearest-mean-of-exemplars", stability=_ICARL_KNOB),
+                 doc="FACIL's iCaRL: BCE distillation, herding, nearest-mean-of-exemplars", stability=_ICARL_KNOB,
+                 first_task=FirstTask(None, ("icarl.lamb",))),
     ApproachSpec("bic", "cil.approaches.bic:BiC", {}, "bic", needs_exemplars=True,
-                 doc="FACIL's BiC: distillation, then a bias layer per task trained on held-out exemplars"),
+                 doc="FACIL's BiC: distillation, then a bias layer per task trained on held-out exemplars",
+                 first_task=FirstTask(None, ("bic.lamb", "bic.T", "bic.num_bias_epochs"))),
     ApproachSpec("il2m", "cil.approaches.il2m:IL2M", {}, needs_exemplars=True,
                  doc="FACIL's IL2M: finetuning with exemplars, class-statistics rectification at evaluation"),
 ]

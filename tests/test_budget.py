@@ -1,0 +1,115 @@
+"""The spec's stop: budget: parsed and checked before Ray starts, counted with an injected clock, and a
+sweep stopped by it resumes (with a larger budget) to the rows of an uninterrupted sweep."""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import os
+import time
+
+import pandas as pd
+import pyarrow.fs as pafs
+import pytest
+
+from tune.budget import Budget, BudgetWatch, Spent, device_share, parse_stop
+from tune.spec import SpecError, parse_spec
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_stop_section_is_checked_with_the_spec():
+    spec = parse_spec({"base": {"approach": "lwf"},
+                       "stop": {"max_device_hours": 2, "deadline": "2030-01-02T09:00:00+00:00"}})
+    assert spec.stop.max_device_hours == 2.0 and spec.stop.max_wall_hours is None
+    assert spec.stop.deadline == dt.datetime(2030, 1, 2, 9, tzinfo=dt.UTC).timestamp()
+    with pytest.raises(SpecError) as err:
+        parse_spec({"base": {"approach": "lwf"},
+                    "stop": {"max_device_hours": -1, "deadline": "friday", "max_hours": 3}})
+    text = str(err.value)
+    assert "stop.max_device_hours = -1 is not valid" in text and "stop.deadline is not valid" in text
+    assert "unknown key stop.max_hours" in text
+
+
+def test_device_hours_count_each_running_trials_share(tmp_path):
+    clock = Clock()
+    fs = pafs.LocalFileSystem()
+    watch = BudgetWatch(Budget(max_device_hours=1.0), device_share(cpu=1, gpu=0.25), fs, str(tmp_path), clock)
+    clock.now += 3600
+    assert watch.tick(running=2) is None  # 2 trials x 0.25 GPU x 1 h
+    clock.now += 3600
+    assert "stop.max_device_hours = 1 reached (1 device-hours)" == watch.tick(running=2)
+    assert watch.tick(running=2) is None  # said once
+    watch.save()
+    again = Spent.load(fs, str(tmp_path))  # a resumed sweep goes on counting from here
+    assert again.device_seconds == 2 * 3600 * 0.5 and again.wall_seconds == 2 * 3600
+
+
+def test_wall_hours_and_deadline(tmp_path):
+    clock = Clock()
+    fs = pafs.LocalFileSystem()
+    wall = BudgetWatch(Budget(max_wall_hours=0.5), 1.0, fs, str(tmp_path / "a"), clock)
+    deadline = BudgetWatch(Budget(deadline=clock.now + 60), 1.0, fs, str(tmp_path / "b"), clock)
+    clock.now += 59
+    assert wall.tick(0) is None and deadline.tick(0) is None
+    clock.now += 1
+    assert deadline.tick(0).startswith("stop.deadline ")
+    clock.now += 1800
+    assert wall.tick(0).startswith("stop.max_wall_hours = 0.5 reached")
+
+
+def test_an_unreadable_ledger_starts_from_nothing(tmp_path):
+    (tmp_path / "budget.json").write_text("{not json")
+    assert Spent.load(pafs.LocalFileSystem(), str(tmp_path)) == Spent()
+    assert parse_stop(None, []) == Budget() and not Budget().any
+
+
+SPEC = {"base": {"data.dataset": "synthetic:classes=6,channels=1,size=8,train=12,test=3", "data.num_tasks": 3,
+                 "model.network": "convnet", "train.nepochs": 2, "train.batch_size": 16},
+        "grid": {"approach": ["finetuning", "lwf-s", "lwf-br2"], "run.seed": [0]},
+        "resources": {"cpu": 1}, "max_concurrent": 1}
+DROP = ["sweep", "trial_id", "train_seconds", "seconds", "shared_from", "data.data_root", "data.cache_dir"]
+
+
+def _rows(storage, name: str, table: str) -> pd.DataFrame:
+    df = pd.read_parquet(os.path.join(storage, name, "results", table))
+    keys = ["approach", "seed", "task", *[c for c in ("eval_task", "head", "epoch") if c in df]]
+    return df.drop(columns=[c for c in DROP if c in df]).sort_values(keys).reset_index(drop=True)
+
+
+@pytest.mark.slow  # three small Ray sweeps
+@pytest.mark.ray
+def test_a_sweep_stopped_by_its_budget_resumes_to_the_rows_of_an_uninterrupted_one(tmp_path):
+    import ray
+
+    from tune.paths import SweepPaths
+    from tune.sweep import run_sweep
+
+    storage = str(tmp_path / "storage")
+    files = os.path.join(storage, "budget", "results", "task_results", "*.parquet")
+
+    def clock() -> float:  # ten hours pass as soon as the first task's rows are written
+        return time.time() + (36000.0 if glob.glob(files) else 0.0)
+
+    try:
+        stopped = run_sweep(parse_spec(SPEC | {"stop": {"max_device_hours": 1}}), SweepPaths(storage, "budget"),
+                            verbose=0, clock=clock)
+        assert stopped.budget_reached.startswith("stop.max_device_hours = 1 reached"), stopped.statuses
+        assert stopped.unfinished
+        done = run_sweep(parse_spec(SPEC | {"stop": {"max_device_hours": 100}}), SweepPaths(storage, "budget"),
+                         verbose=0, resume=True, clock=clock)
+        assert not done.unfinished and not done.errored and done.budget_reached is None
+        whole = run_sweep(parse_spec(SPEC), SweepPaths(storage, "whole"), verbose=0, share=False)
+        assert not whole.unfinished and not whole.errored
+    finally:
+        ray.shutdown()
+    for table in ("task_results", "heads", "epochs"):
+        a, b = _rows(storage, "budget", table), _rows(storage, "whole", table)
+        pd.testing.assert_frame_equal(a, b, check_exact=True, check_like=True)
+    assert not _rows(storage, "budget", "task_results").duplicated(["approach", "task", "eval_task"]).any()

@@ -1,0 +1,48 @@
+"""Estimates: which tasks a sweep trains (sharing accounted for), priced from earlier rows."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from tune.estimate import History, estimate, work
+from tune.spec import load_spec, parse_spec
+
+
+def test_sharing_saves_the_first_task_of_the_lwf_family_in_the_quickstart():
+    spec = load_spec("tune/presets/quickstart.yaml")
+    shared = [(cfg.approach, cfg.run.seed, t) for _, cfg, t, s in work(spec, share=True) if s]
+    assert len(work(spec, share=True)) == 24 * 5
+    # finetuning trains task 0 of each seed; lwf, lwf-s, lwf-sr, lwf-br and lwf-bsr take it
+    assert sorted(shared) == sorted((a, s, 0) for a in ("lwf", "lwf-s", "lwf-sr", "lwf-br", "lwf-bsr")
+                                    for s in (0, 1, 2))
+    assert not any(s for *_, s in work(spec, share=False))
+
+
+def test_a_loss_weight_grid_shares_task_zero_of_each_seed():
+    spec = load_spec("benchmarks/sharing/lwf_s_w_task.yaml")
+    shared = [(cfg.run.seed, t) for _, cfg, t, s in work(spec, share=True) if s]
+    assert sorted(shared) == sorted((s, 0) for s in (0, 1, 2) for _ in range(3))
+
+
+def test_history_prices_tasks_from_rows_the_trials_trained_themselves(tmp_path):
+    rows = pd.DataFrame({
+        "trial_id": ["a", "a", "b", "c"], "task": [0, 1, 0, 0], "approach": ["lwf", "lwf", "lwf-s", "lwf"],
+        "dataset": "digits", "network": "convnet", "train.batch_size": 64, "train.nepochs": 2, "num_tasks": 2,
+        "device_kind": "cpu", "train_seconds": [10.0, 20.0, 30.0, 1000.0],
+        "shared_from": [None, None, None, "a"]})
+    (tmp_path / "task_results").mkdir()
+    rows.to_parquet(tmp_path / "task_results" / "x.parquet")
+    spec = parse_spec({"base": {"data.dataset": "digits", "data.num_tasks": 2, "model.network": "convnet",
+                                "train.nepochs": 2, "train.batch_size": 64},
+                       "grid": {"approach": ["lwf", "lwf-s"]}})
+    history = History(str(tmp_path), "cpu")
+    [(_, lwf, _, _), (_, lwf1, _, _), (_, lwf_s, _, _), _] = work(spec, share=False)
+    assert history.seconds(lwf, 0) == 10.0 and history.seconds(lwf1, 1) == 20.0  # c's row was shared: left out
+    assert history.seconds(lwf_s, 0) == 30.0
+    assert history.seconds(lwf_s, 1) == 20.0  # no lwf-s row of task 1: any approach with the rest equal
+    est = estimate(spec, history=str(tmp_path), price=3.0, group_keys=["approach"])
+    lines = "\n".join(est.lines())
+    # lwf trains tasks 0 and 1 (10 + 20 s), lwf-s takes task 0 from lwf and trains task 1 (20 s)
+    assert est.device_hours == (10 + 20 + 20) / 3600
+    assert "approach=lwf-s: 1 trials, 2 tasks trained (1 shared)" in lines and f"rows of {tmp_path}" in lines
+    assert f"{est.device_hours * 3:.2f} at 3 per device-hour" in lines
