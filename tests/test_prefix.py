@@ -189,7 +189,7 @@ def test_later_tasks_key_keeps_every_acting_key():
     assert prefix_key(a, 0, ENV) == prefix_key(b, 0, ENV)
     assert prefix_key(a, 1, ENV) != prefix_key(b, 1, ENV)
     assert all(k not in key_config(a, 1) for k in NEVER_ACTS)
-    assert prefix_key(a, 1, ENV) != prefix_key(a, 1, ENV | {"threads": ENV["threads"] + 1})
+    assert prefix_key(a, 1, ENV) != prefix_key(a, 1, ENV | {"threads_in_effect": ENV["threads_in_effect"] + 1})
 
 
 def test_a_trial_continuing_a_shared_prefix_ends_as_one_that_trained_it_all(tmp_path):

@@ -48,7 +48,7 @@ from cil.approaches.registry import SPECS
 from cil.config import MACHINE_KEYS, ExperimentConfig
 from cil.device import provenance
 from cil.loop import AfterEpoch, TaskResult, run
-from cil.numerics import NUMERIC_FIELDS
+from cil.numerics import NUMERIC_FIELDS, fingerprint
 from cil.results import join, resolve
 from cil.results_schema import SHARED_COLUMN
 
@@ -224,9 +224,11 @@ def adopt(entry: dict[str, Any], cfg: ExperimentConfig) -> TaskResult:
     flat = cfg.to_flat()
     ident = {"approach": cfg.approach, "seed": cfg.run.seed}
     source = {SHARED_COLUMN: entry["trial_id"]}
+    if entry["task_rows"]:  # the fingerprint hashes the config: this trial's, over the same provenance
+        flat = flat | {"numerics_fingerprint": fingerprint(flat, entry["task_rows"][0])}
     metrics = dict(entry["metrics"])
     metrics["last_task"] = (cfg.run.stop_at_task or int(metrics["num_tasks"])) - 1
-    state = dict(entry["state"]) | {"config": dict(flat)}
+    state = dict(entry["state"]) | {"config": cfg.to_flat()}
     T = int(metrics["num_tasks"])
     acc = {name: np.zeros((T, T)) for name in ("acc_taw", "acc_tag")}
     for name, mat in acc.items():
