@@ -20,6 +20,7 @@ from tune.spec import (
     SpecError,
     SweepSpec,
     check_capacity,
+    group_by,
     load_spec,
     preset_descriptions,
 )
@@ -241,12 +242,6 @@ def resume_command(args: argparse.Namespace, name: str) -> str:
     if getattr(args, "no_share", False):
         parts.append("--no-share")
     return shlex.join([*parts, "--resume"])
-
-
-def group_by(spec: SweepSpec) -> list[str]:
-    """Table groups: the approach and every swept key except the seed (seeds are what is averaged)."""
-    swept = list(spec.search.space) if spec.search else [k for k in spec.grid if k != "run.seed"]
-    return list(dict.fromkeys(["approach", *swept]))
 
 
 def describe(spec: SweepSpec, paths: SweepPaths, capacity: list[str]) -> str:

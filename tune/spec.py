@@ -248,6 +248,12 @@ def preset_descriptions() -> dict[str, str]:
     return out
 
 
+def group_by(spec: SweepSpec) -> list[str]:
+    """Table groups: the approach and every swept key except the seed (seeds are what is averaged)."""
+    swept = list(spec.search.space) if spec.search else [k for k in spec.grid if k != "run.seed"]
+    return list(dict.fromkeys(["approach", *swept]))
+
+
 def check_capacity(resources: Resources, cpus: int | None = None, gpus: int | None = None) -> list[str]:
     """Problems with a per-trial request that this machine can never satisfy (local sweeps only: on a
     cluster the autoscaler may add nodes, so Ray is left to judge)."""

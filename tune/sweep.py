@@ -27,7 +27,7 @@ from tune.paths import SweepError, SweepPaths
 from tune.pending import PendingWatch
 from tune.progress import SweepConsole, console, open_board, ray_output, tune_verbosity
 from tune.searcher import make_searcher
-from tune.spec import TIME_ATTR, SweepSpec
+from tune.spec import TIME_ATTR, SweepSpec, group_by
 from tune.tracking import tracking_callbacks
 from tune.trainable import FAILED_DIR, read_failure, row_trial_ids, train_trial
 
@@ -83,8 +83,6 @@ def driver_callbacks(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch |
                      budget: BudgetCallback | None = None) -> list[Any]:
     """The callbacks that belong to this driver: the failure policy, the pending-resources watch, the
     live table and the budget."""
-    from tune.cli import group_by
-
     return [FailurePolicy(paths.results, spec.max_failures, spec.max_preemptions),
             *([pending] if pending is not None else []),
             console(paths.name, paths.experiment, group_by(spec), verbose),
