@@ -8,17 +8,11 @@ names below are loaded on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cil.extras import lazy_attributes
 
 _LAZY = {"ConfigError": "cil.config", "ExperimentConfig": "cil.config", "TaskResult": "cil.loop", "run": "cil.loop"}
 
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'cil' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

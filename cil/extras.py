@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
+from typing import Any
 
 DIST = "cil-sweeps"
 # Top-level module -> the extra that installs it.
@@ -59,3 +61,17 @@ def sweep_main() -> int:
 def analysis_main() -> int:
     """``cil-analysis`` = ``python -m analysis``."""
     return _run_cli("analysis.cli", "cil-analysis")
+
+
+def lazy_attributes(module: str, where: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that imports each name of ``where`` (name -> module holding it) on first
+    use and keeps it: a package stays light (no torch) until a heavy name is asked for."""
+
+    def __getattr__(name: str) -> Any:
+        if name in where:
+            value = getattr(importlib.import_module(where[name]), name)
+            setattr(sys.modules[module], name, value)
+            return value
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -11,8 +11,7 @@ the catalog and the config use) does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cil.extras import lazy_attributes
 
 _LAZY = {
     "DATASET_NAMES": "cil.catalog",
@@ -34,9 +33,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'cil.data' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
