@@ -4,6 +4,10 @@ Figures are built on the Agg canvas directly (no pyplot state), so they work hea
 and in notebooks alike (a notebook displays the returned Figure). One row of panels per
 (dataset, num_tasks) setting: different benchmarks are never drawn as one line. Every ``plot_*``
 also draws into the caller's axes (``ax=``: one Axes, or one per panel) to fit their own subplots.
+
+One module of about 550 lines on purpose: every figure shares the style (colours, line styles, markers,
+task ticks, the identical-curves note, the setting titles), and splitting the figures from it would put
+half of each figure's look in another file.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ Field metadata understood by ``cil.config`` and ``cil.cli`` (the same as the sha
 The loss family's approaches (LwF, LwM, LUCIR and their variants) are generated from
 ``cil.approaches.family``: one :class:`~cil.approaches.family.Family` each, its variants from the one
 variant table.
+
+Over 400 lines on purpose: most of it is data (every approach section's keys, with their docstrings,
+which the reference renders), and one file keeps an approach's declaration in one place.
 """
 
 from __future__ import annotations
