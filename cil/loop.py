@@ -26,7 +26,7 @@ from cil.device import apply_numerics, check_amp, oom_error, provenance
 from cil.gridsearch import GridSearch, TaskSearch
 from cil.memory import ExemplarMemory
 from cil.networks import IncrementalNet, make_backbone
-from cil.results_schema import TERM_PREFIX
+from cil.results_schema import TERM_PREFIX, config_values
 from cil.training import EpochRecord, FitReport, Trainer, frozen_copy
 
 STATE_VERSION = 2  # 2: the approach's own state ("approach") joined the model and the memory
@@ -164,8 +164,7 @@ def _run(cfg: ExperimentConfig, state: dict[str, Any] | None, log: Log | None,
         search.load_state_dict(state["gridsearch"])
 
     flat = cfg.to_flat()
-    # run.threads is a count or "auto": one Parquet type across trials (the count in effect is its own column)
-    row_config = flat | {"run.threads": str(flat["run.threads"])}
+    row_config = config_values(flat)  # run.threads as text: one Parquet type across trials
     tests: list[tuple[torch.Tensor, torch.Tensor]] = [exp.scenario.task_split(u, "test") for u in range(T)]
     for t in range(start_task, cfg.run.stop_at_task or T):
         ctx = exp.begin_task(t)

@@ -249,6 +249,13 @@ def config_columns() -> tuple[Column, ...]:
                  for key, tp in leaf_types().items() if key not in fixed)
 
 
+def config_values(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A config's dotted values as its row columns hold them: a leaf of several types (``run.threads``,
+    ``auto`` or a count) as text, so that every trial's files give the column one type."""
+    text = {c.name for c in config_columns() if c.kind == "string"}
+    return {k: str(v) if k in text and v is not None and not isinstance(v, str) else v for k, v in flat.items()}
+
+
 def columns(table: str) -> tuple[Column, ...]:
     """Every column ``table``'s files always have, in file order (families not included)."""
     if table not in DECLARED:

@@ -19,7 +19,7 @@ import torch
 from cil.approaches.registry import APPROACHES, SPECS
 from cil.config import ConfigError, ExperimentConfig
 from cil.loop import run
-from cil.results_schema import SHARED_COLUMN
+from cil.results_schema import EPOCHS, HEADS, SHARED_COLUMN, TASK_RESULTS, to_arrow
 from tune.prefix import (
     LOOP_FIRST_TASK_UNUSED,
     NEVER_ACTS,
@@ -194,15 +194,17 @@ def test_later_tasks_key_keeps_every_acting_key():
 
 def test_a_trial_continuing_a_shared_prefix_ends_as_one_that_trained_it_all(tmp_path):
     store = PrefixStore(str(tmp_path / "prefix"))
-    producer = ExperimentConfig.from_dict(tiny("finetuning", **{"run.stop_at_task": 0}))
+    producer = ExperimentConfig.from_dict(tiny("finetuning", **{"run.stop_at_task": 0, "run.threads": 1}))
     made = list(shared_run(producer, None, store, "trial-a", ENV))
     assert [SHARED_COLUMN in r.task_rows[0] for r in made] == [False, False]
-    consumer = ExperimentConfig.from_dict(tiny("lwf-s", **{"run.stop_at_task": 0}))
+    consumer = ExperimentConfig.from_dict(tiny("lwf-s", **{"run.stop_at_task": 0, "run.threads": 1}))
     reused = list(shared_run(consumer, None, store, "trial-b", ENV))
     assert [r.task_rows[0].get(SHARED_COLUMN) for r in reused] == ["trial-a", None]
     alone = list(run(consumer))
     for shared, own in zip(reused, alone, strict=True):
         assert_same(shared, own)
+        for table, rows in ((TASK_RESULTS, shared.task_rows), (HEADS, shared.head_rows), (EPOCHS, shared.epoch_rows)):
+            to_arrow([{"sweep": "s", "trial_id": "trial-b"} | r for r in rows], table)  # they fit the schema
     again = list(shared_run(consumer, None, store, "trial-c", ENV))  # trial-b published its task 1
     assert [r.task_rows[0].get(SHARED_COLUMN) for r in again] == ["trial-a", "trial-b"]
 

@@ -50,7 +50,7 @@ from cil.device import provenance
 from cil.loop import AfterEpoch, TaskResult, run
 from cil.numerics import NUMERIC_FIELDS, fingerprint
 from cil.results import join, resolve
-from cil.results_schema import SHARED_COLUMN
+from cil.results_schema import SHARED_COLUMN, config_values
 
 #: keys that never change what a run computes: where it runs, and where it stops (``last_task`` is
 #: recomputed for each trial)
@@ -221,14 +221,15 @@ def entry_of(result: TaskResult, trial_id: str) -> dict[str, Any]:
 def adopt(entry: dict[str, Any], cfg: ExperimentConfig) -> TaskResult:
     """An entry as this trial's own result: its identity and config columns, the state's config, its
     ``last_task``, and :data:`~cil.results_schema.SHARED_COLUMN` naming the trial that trained the task."""
-    flat = cfg.to_flat()
+    raw = cfg.to_flat()
+    flat = config_values(raw)  # as cil.loop writes them
     ident = {"approach": cfg.approach, "seed": cfg.run.seed}
     source = {SHARED_COLUMN: entry["trial_id"]}
     if entry["task_rows"]:  # the fingerprint hashes the config: this trial's, over the same provenance
-        flat = flat | {"numerics_fingerprint": fingerprint(flat, entry["task_rows"][0])}
+        flat = flat | {"numerics_fingerprint": fingerprint(raw, entry["task_rows"][0])}
     metrics = dict(entry["metrics"])
     metrics["last_task"] = (cfg.run.stop_at_task or int(metrics["num_tasks"])) - 1
-    state = dict(entry["state"]) | {"config": cfg.to_flat()}
+    state = dict(entry["state"]) | {"config": raw}
     T = int(metrics["num_tasks"])
     acc = {name: np.zeros((T, T)) for name in ("acc_taw", "acc_tag")}
     for name, mat in acc.items():
