@@ -60,7 +60,7 @@ def test_the_spec_takes_max_preemptions_with_a_generous_default() -> None:
     base = {"base": {"data.dataset": "digits"}}
     assert parse_spec(base).max_preemptions == 20
     assert parse_spec(base | {"failure": {"max_preemptions": -1, "max_failures": 0}}).max_preemptions == -1
-    with pytest.raises(SpecError, match=r"failure.max_preemptions = 'x' is not valid: must be an integer >= -1"):
+    with pytest.raises(SpecError, match=r"failure.max_preemptions = 'x' is not valid: must be an integer -1 or >= 0"):
         parse_spec(base | {"failure": {"max_preemptions": "x"}})
 
 

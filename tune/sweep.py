@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -254,7 +255,7 @@ def connect(address: str | None, verbose: int = 1) -> None:
     level = logging.INFO if verbose >= 2 else logging.ERROR  # the first hidden: the local token-auth notice
     try:
         if address is None:  # "local": a Ray of its own, never one that happens to run on this machine
-            ray.init(address="local", include_dashboard=False, log_to_driver=verbose >= 2, logging_level=level)
+            start_local(verbose, level)
         else:
             context = ray.init(address=address, log_to_driver=verbose >= 2, logging_level=level)
             print(f"joined the Ray cluster at {context.address_info['gcs_address']}", flush=True)
@@ -265,6 +266,25 @@ def connect(address: str | None, verbose: int = 1) -> None:
         raise SweepError(f"cannot connect to the Ray cluster at address {address!r} (--address or $RAY_ADDRESS): "
                          f"{detail}. Start the cluster first (ray start --head, or ray up), pass the "
                          f"address it printed, or leave out --address to run a local Ray") from None
+
+
+# Ray waits a fixed 30 s for a new node's raylet to register; on a loaded laptop that can run out while
+# nothing is wrong, so a local start gets this many tries (each after a clean shutdown).
+LOCAL_START_TRIES = 3
+
+
+def start_local(verbose: int, level: int) -> None:
+    """Start this driver's own Ray, retrying a start that timed out (a retry fixes it; nothing else is)."""
+    for attempt in range(1, LOCAL_START_TRIES + 1):
+        try:
+            ray.init(address="local", include_dashboard=False, log_to_driver=verbose >= 2, logging_level=level)
+            return
+        except Exception as err:
+            if "timed out during startup" not in str(err) or attempt == LOCAL_START_TRIES:
+                raise
+            ray.shutdown()
+            print(f"the local Ray did not start in time (try {attempt} of {LOCAL_START_TRIES}); starting it again",
+                  file=sys.stderr, flush=True)
 
 
 def _trial_dirname(trial: Any) -> str:
