@@ -21,7 +21,7 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 FAST = {"data.dataset": "digits", "data.num_tasks": 2, "model.network": "convnet", "train.nepochs": 2,
         "train.batch_size": 64}
 # Columns that legitimately differ between two runs of the same config.
-RUN_COLUMNS = ["sweep", "trial_id", "train_seconds"]
+RUN_COLUMNS = ["sweep", "trial_id", "train_seconds", "shared_from"]  # shared_from: which trial trained a task
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +103,11 @@ def test_failed_trial_resumes_from_its_checkpoint_with_identical_rows(ray_sessio
     trial_id = result.metrics["trial_id"]
     results = tmp_path / "fault" / "results"
     assert (ray_session / f"{trial_id}_failed_after_t0").exists(), "the trial never failed"
-    # Resumed, not restarted: task 0 was reported once.
-    assert list(result.metrics_dataframe["task"]) == [0, 1]
+    # Task 0 was reported once: Tune's dataframe keeps the report from before the failure ([0, 1]) or
+    # starts at the restore ([1]), as Ray 2.60 does in this driver since the console and budget callbacks
+    # joined it; a second report of task 0 would show as [0, 0, 1] or, after the restore, as [0, 1] with
+    # epoch rows of task 0 trained twice (checked below: the rows equal the reference, one per key).
+    assert list(result.metrics_dataframe["task"]) in ([0, 1], [1])
     # Finished, so its per-task files were merged (into one per trial, then by the driver into one per table).
     assert [p.name.startswith("merged-") for p in (results / "task_results").iterdir()] == [True]
 
