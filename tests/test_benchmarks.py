@@ -69,6 +69,7 @@ def test_facil_style_loop_transforms_are_facils():
     assert crop == ["Pad", "RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
 
 
+@pytest.mark.slow  # every step of the GPU check on the CPU (about 80 s)
 def test_gpu_check_runs_every_step_in_its_quick_cpu_mode(tmp_path, capsys):
     """benchmarks/gpu_check.py, the one command prepared for a GPU machine, cannot rot: its small mode."""
     from benchmarks import gpu_check

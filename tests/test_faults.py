@@ -311,6 +311,7 @@ def test_a_diverging_loss_fails_its_trial_once_naming_task_epoch_and_term(ray_se
     assert "not retried" in str(result.error)  # the retries ended at once with the recorded error
 
 
+@pytest.mark.slow  # one more Ray trial (about 25 s); the diverging-loss case keeps the rule in the default run
 @pytest.mark.ray
 def test_a_corrupt_image_fails_its_trial_once_naming_the_file(ray_session, tmp_path) -> None:
     root = _image_folder(tmp_path / "data", corrupt="c3/5.png")
@@ -342,6 +343,7 @@ def _spec(tmp_path, trials: int = 2) -> str:
     return str(spec)
 
 
+@pytest.mark.slow  # a real driver, interrupted twice, then resumed (about 90 s); run by `python -m pytest -m slow`
 @pytest.mark.ray
 def test_ctrl_c_twice_exits_130_with_the_resume_command_and_resume_completes(tmp_path) -> None:
     """Cases 2 and 3: Ctrl-C mid-sweep, and again while the sweep saves its state (an impatient user; the

@@ -78,6 +78,7 @@ def test_a_trial_given_a_gpu_torch_cannot_use_fails_once_naming_versions_and_fix
     assert not os.path.exists(os.path.join(paths.results, "task_results"))  # nothing trained on the CPU
 
 
+@pytest.mark.slow  # one more Ray trial (about 20 s); the fail-once rule stays in the default run above
 def test_cuda_out_of_memory_fails_once_with_the_fix(probes, tmp_path) -> None:
     paths, outcome = _sweep(tmp_path, "oom")
     [trial_id] = outcome.errored

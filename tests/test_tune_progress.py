@@ -45,6 +45,7 @@ def live_rows(out: str) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+@pytest.mark.slow  # waits for epochs of a real trial inside one task (about 60 s)
 def test_a_running_trials_epoch_advances_in_the_live_table_between_task_reports(ray_session, tmp_path, capsys,
                                                                               monkeypatch):
     monkeypatch.setattr(progress, "HEARTBEAT_S", 0.2)  # the table every 0.2 s instead of every 30 s

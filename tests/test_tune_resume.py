@@ -32,7 +32,8 @@ def env() -> dict[str, str]:
     return e | {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "1", "PYTHONPATH": ROOT}
 
 
-@pytest.mark.slow  # SIGKILL of the driver; the default run keeps its SIGINT twin (test_faults' ctrl-c case)
+@pytest.mark.slow  # SIGKILL of the driver; its SIGINT twin is test_faults' ctrl-c case (slow too); the default
+# run resumes a failed trial in test_tune_sweep
 def test_killed_driver_resumes_without_duplicate_or_missing_rows(tmp_path) -> None:
     spec = tmp_path / "resume.yaml"
     spec.write_text(yaml.safe_dump(SPEC))

@@ -87,6 +87,7 @@ def test_a_new_sweep_refuses_an_existing_study(tmp_path) -> None:
 
 # ---- a real sweep -----------------------------------------------------------------------------------
 
+@pytest.mark.slow  # a real sweep with MLflow and an Optuna database (about 30 s); the tracking config rules stay above
 @pytest.mark.ray
 def test_sweep_logs_mlflow_runs_and_keeps_the_optuna_study(tmp_path, monkeypatch) -> None:
     """Optuna (2 points x 1 seed, 2 tasks) with MLflow tracking into a file store and the study in SQLite:
