@@ -21,7 +21,7 @@ import yaml
 from cil.approaches.registry import SPECS, section_flags, section_users
 from cil.catalog import DATASETS
 from cil.config import SHARED_SECTIONS, ConfigError, ExperimentConfig, _CoreConfig, flatten
-from cil.config.coercion import base_type
+from cil.config.coercion import assignments, base_type
 from cil.errors import PermanentError
 from cil.results import EPOCHS, compact_trial, write_task
 
@@ -226,14 +226,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     for flag, (key, value) in SWITCHES.items():
         if getattr(args, _dest(flag)) is not None:
             values[key] = value
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r} is not valid: use --set KEY=VALUE, e.g. --set loss.lamb=2")
-        try:
-            values[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({err})") from None
+    values.update(assignments(args.set))
     return ExperimentConfig.from_dict(values)
 
 

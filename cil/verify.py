@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from cil.config import MACHINE_KEYS, ConfigError, ExperimentConfig, valid_keys
+from cil.config.coercion import assignments
 from cil.results import EPOCHS, HEADS, TABLES, TASK_RESULTS, join, resolve
 
 # The rows' identity per table (besides the trial), and columns never compared: timings, and the
@@ -292,13 +293,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_verify(results_dir: str, args: argparse.Namespace) -> int:
     """Verify, print the report; exit code 0 identical, 1 different, 2 cannot verify."""
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            print(f"error: --set {item!r} is not valid: use --set KEY=VALUE", file=sys.stderr)
-            return 2
-        overrides[key.strip()] = yaml.safe_load(raw)
+    try:
+        overrides = assignments(args.set)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.tasks < 0:
         print(f"error: --tasks {args.tasks} is not valid: use 0 (all) or a count >= 1", file=sys.stderr)
         return 2

@@ -257,3 +257,25 @@ def test_a_description_is_one_short_line() -> None:
     assert parse_spec({"base": {"approach": "lwf"}, "description": "lwf alone"}).description == "lwf alone"
     assert "description = 'two\\nlines' is not valid: must be one line" in problems(
         {"base": {"approach": "lwf"}, "description": "two\nlines"})
+
+
+def test_set_fixes_a_base_key_of_every_trial_and_the_resume_command_repeats_it(capsys) -> None:
+    spec = load_spec("quickstart", {"run.threads": 2, "train.nepochs": 3})
+    assert spec.base["run.threads"] == 2 and spec.base["train.nepochs"] == 3
+    assert load_spec("quickstart").base["train.nepochs"] == 25  # the file itself is untouched
+    from tune.cli import build_parser, resume_command
+
+    args = build_parser().parse_args(["sweep", "quickstart", "--set", "run.threads=2", "--storage", "/tmp/s"])
+    assert resume_command(args, "quickstart").endswith("--set run.threads=2 --resume")
+
+
+@pytest.mark.parametrize("item, message", [
+    ("run.seed=4", "--set run.seed: the spec sweeps run.seed"),            # a grid key: refused, not collapsed
+    ("run.thread=2", "did you mean 'run.threads'"),                      # checked like the spec's own keys
+    ("run.threads=many", "run.threads"),                                 # and its value too
+    ("run.threads", "--set 'run.threads' is not valid: use --set KEY=VALUE"),
+])
+def test_a_bad_set_is_one_error_before_anything_runs(item, message, capsys, tmp_path) -> None:
+    assert main(["sweep", "quickstart", "--set", item, "--storage", str(tmp_path / "runs")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from cil.config.coercion import assignments
+from cil.errors import ConfigError
 from tune.paths import SweepError, SweepPaths, absolute_storage
 from tune.spec import (
     DEFAULT_PENDING_TIMEOUT_S,
@@ -42,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", default="runs", help="local folder (made absolute) or s3://bucket/prefix")
     s.add_argument("--address", help="Ray cluster to join: auto, ray://host:10001 or host:port (default: "
                                      "$RAY_ADDRESS if set, else start a local Ray inside this process)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a config key of every trial, as in the spec's base (e.g. --set run.threads=2; "
+                        "value parsed as YAML; repeatable)")
     s.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this name; "
                                                           "errored trials are retried")
     s.add_argument("--takeover", action="store_true", help="take the sweep from the driver that holds its "
@@ -96,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         return status(args.sweep, args.storage)
     try:
-        spec = load_spec(args.spec)
-    except SpecError as err:
+        spec = load_spec(args.spec, assignments(args.set))
+    except (SpecError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     name = args.name or os.path.splitext(os.path.basename(args.spec))[0]  # a preset's name: itself
@@ -237,6 +242,8 @@ def resume_command(args: argparse.Namespace, name: str) -> str:
     """The exact command that continues this sweep."""
     parts = ["python", "-m", "tune", "sweep", args.spec, "--name", name, "--storage",
              absolute_storage(args.storage)]
+    for item in getattr(args, "set", []):
+        parts += ["--set", item]
     if args.address:
         parts += ["--address", args.address]
     if getattr(args, "no_share", False):

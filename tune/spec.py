@@ -186,8 +186,9 @@ def spec_file(spec: str) -> str:
     raise SpecError(p)
 
 
-def load_spec(path: str) -> SweepSpec:
-    """Read and validate a YAML spec, given as a path or a preset's name; raises SpecError."""
+def load_spec(path: str, overrides: dict[str, Any] | None = None) -> SweepSpec:
+    """Read and validate a YAML spec, given as a path or a preset's name; raises SpecError. ``overrides``
+    (``--set KEY=VALUE``) fix keys in its ``base`` before validation, so they are checked like the file."""
     path = spec_file(path)
     try:
         with open(path) as f:
@@ -196,7 +197,24 @@ def load_spec(path: str) -> SweepSpec:
         raise SpecError([f"cannot read {path!r}: {err.strerror}"]) from None
     except yaml.YAMLError as err:
         raise SpecError([f"{path!r} is not valid YAML: {err}"]) from None
+    if overrides:
+        raw = with_overrides(raw, overrides, f"sweep spec {path}")
     return parse_spec(raw, source=f"sweep spec {path}")
+
+
+def with_overrides(raw: Any, overrides: dict[str, Any], source: str = "sweep spec") -> Any:
+    """The spec with ``overrides`` in its ``base``. A key the spec sweeps (its ``grid`` or ``search.space``)
+    cannot be fixed from the command line: the spec's points would silently collapse to one."""
+    if not isinstance(raw, dict):
+        return raw  # parse_spec names what is wrong with it
+    swept = {**(raw.get("grid") or {}), **((raw.get("search") or {}).get("space") or {})} \
+        if isinstance(raw.get("grid") or {}, dict) and isinstance(raw.get("search") or {}, dict) else {}
+    clash = [k for k in overrides if k in swept]
+    if clash:
+        raise SpecError([f"--set {k}: the spec sweeps {k} (its grid or search space); --set fixes keys "
+                         f"of base only, so edit the spec or copy it" for k in clash], source)
+    base = raw.get("base")
+    return {**raw, "base": {**(base if isinstance(base, dict) else {}), **overrides}}
 
 
 def parse_spec(raw: Any, source: str = "sweep spec") -> SweepSpec:

@@ -9,12 +9,29 @@ import typing
 from collections.abc import Iterable
 from typing import Any
 
+import yaml
+
 from cil.approaches.registry import SECTIONS
 from cil.config.schema import SHARED_SECTIONS
 from cil.errors import ConfigError
 
 #: every section name of the config tree (shared and per approach)
 SECTION_NAMES = frozenset((*SHARED_SECTIONS, *SECTIONS))
+
+
+def assignments(items: Iterable[str], flag: str = "--set") -> dict[str, Any]:
+    """``KEY=VALUE`` command-line items -> dotted keys and YAML-parsed values (the one parser behind every
+    ``--set``: ``python -m cil``, ``python -m tune sweep`` and both ``verify`` commands); raises ConfigError."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r} is not valid: use {flag} KEY=VALUE, e.g. {flag} loss.lamb=2")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{flag} {item!r}: the value is not valid YAML ({err})") from None
+    return out
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
