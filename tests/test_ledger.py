@@ -17,6 +17,7 @@ from tune.spec import SpecError, load_spec, parse_spec
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "tune", "presets", "quickstart.yaml")
 PAPER = os.path.join(ROOT, "tune", "presets", "cifar100_lwf_paper.yaml")
+IMAGENET = os.path.join(ROOT, "tune", "presets", "imagenet100_lwf.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,15 @@ def test_the_paper_ledger_names_its_source_and_the_preset_validates() -> None:
     assert all("NeXAIS/RethinkSoftmax" in e.source and "55bb8de" in e.source for e in entries)
     assert entries[0].values["lwf"] == 0.165 and entries[1].values["lwf-bsr"] == 0.736
     assert load_spec(PAPER).num_trials == 18 and load_spec(QUICKSTART).num_trials == 24
+
+
+def test_the_imagenet_ledger_holds_table_a2_for_every_preset_approach() -> None:
+    """Every approach the ImageNet-100 preset sweeps has a published Ā and F̄ to be held against."""
+    entries = load_ledger(IMAGENET)
+    assert [e.metric for e in entries] == ["paper_avg_acc_taw", "paper_avg_forg_taw"]
+    assert all("Table A.2" in e.source and "55bb8de" in e.source for e in entries)
+    swept = set(load_spec(IMAGENET).grid["approach"])
+    assert all(set(e.values) == swept for e in entries)
 
 
 def test_a_bad_ledger_is_an_error_naming_the_entry(tmp_path) -> None:
