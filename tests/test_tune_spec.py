@@ -279,3 +279,17 @@ def test_a_bad_set_is_one_error_before_anything_runs(item, message, capsys, tmp_
     assert main(["sweep", "quickstart", "--set", item, "--storage", str(tmp_path / "runs")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_set_gives_a_trial_its_threads_and_more_threads_than_cpus_is_a_warning(capsys, tmp_path) -> None:
+    """run.threads beyond a CPU trial's share oversubscribes the cores (several times slower, the same
+    bits): said before anything runs, with the --set that fixes it."""
+    from tune.spec import oversubscription
+
+    crowded = load_spec("quickstart", {"run.threads": 2})
+    [warning] = oversubscription(crowded)
+    assert "run.threads = 2" in warning and "--set resources.cpu=2" in warning
+    fitted = load_spec("quickstart", {"run.threads": 2, "resources.cpu": 2})
+    assert fitted.resources.cpu == 2 and oversubscription(fitted) == []
+    assert main(["sweep", "quickstart", "--set", "run.threads=2", "--dry-run"]) == 0
+    assert "warning: run.threads = 2 is more than" in capsys.readouterr().err

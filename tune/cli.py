@@ -24,6 +24,7 @@ from tune.spec import (
     check_capacity,
     group_by,
     load_spec,
+    oversubscription,
     preset_descriptions,
 )
 
@@ -45,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", help="Ray cluster to join: auto, ray://host:10001 or host:port (default: "
                                      "$RAY_ADDRESS if set, else start a local Ray inside this process)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="fix a config key of every trial, as in the spec's base (e.g. --set run.threads=2; "
-                        "value parsed as YAML; repeatable)")
+                   help="fix a config key of every trial, as in the spec's base (e.g. --set run.threads=2), or "
+                        "a resource (--set resources.cpu=2); value parsed as YAML; repeatable")
     s.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this name; "
                                                           "errored trials are retried")
     s.add_argument("--takeover", action="store_true", help="take the sweep from the driver that holds its "
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for warning in oversubscription(spec):
+        print(f"warning: {warning}", file=sys.stderr)
     name = args.name or os.path.splitext(os.path.basename(args.spec))[0]  # a preset's name: itself
     paths = SweepPaths(absolute_storage(args.storage), name)
     # Inside `ray job submit` Ray sets RAY_ADDRESS: the sweep joins that cluster, whose autoscaler may

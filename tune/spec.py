@@ -27,6 +27,7 @@ from cil.config import _LEAVES, ConfigError, ExperimentConfig, Problems, flatten
 from cil.extras import install_hint
 from tune.budget import Budget, parse_stop
 
+RESOURCES_PREFIX = "resources."  # --set resources.cpu=2 sets the spec's resources section, not the config
 TOP_KEYS = ("description", "base", "grid", "search", "scheduler", "resources", "max_concurrent", "failure",
             "checkpoint", "tracking", "reproduces", "stop")  # reproduces: the published numbers (analysis.ledger)
 DESCRIPTION_MAX = 90  # a spec's description is one line of `python -m tune presets`
@@ -203,8 +204,9 @@ def load_spec(path: str, overrides: dict[str, Any] | None = None) -> SweepSpec:
 
 
 def with_overrides(raw: Any, overrides: dict[str, Any], source: str = "sweep spec") -> Any:
-    """The spec with ``overrides`` in its ``base``. A key the spec sweeps (its ``grid`` or ``search.space``)
-    cannot be fixed from the command line: the spec's points would silently collapse to one."""
+    """The spec with ``overrides`` in its ``base`` (``resources.*`` in its resources). A key the spec
+    sweeps (its ``grid`` or ``search.space``) cannot be fixed from the command line: the spec's points
+    would silently collapse to one."""
     if not isinstance(raw, dict):
         return raw  # parse_spec names what is wrong with it
     swept = {**(raw.get("grid") or {}), **((raw.get("search") or {}).get("space") or {})} \
@@ -213,8 +215,26 @@ def with_overrides(raw: Any, overrides: dict[str, Any], source: str = "sweep spe
     if clash:
         raise SpecError([f"--set {k}: the spec sweeps {k} (its grid or search space); --set fixes keys "
                          f"of base only, so edit the spec or copy it" for k in clash], source)
-    base = raw.get("base")
-    return {**raw, "base": {**(base if isinstance(base, dict) else {}), **overrides}}
+    section = {k: v for k, v in overrides.items() if k.startswith(RESOURCES_PREFIX)}
+    config = {k: v for k, v in overrides.items() if k not in section}
+    base, resources = raw.get("base"), raw.get("resources")
+    out = {**raw, "base": {**(base if isinstance(base, dict) else {}), **config}}
+    if section:  # resources.cpu=2: checked by the resources section's own rules
+        out["resources"] = {**(resources if isinstance(resources, dict) else {}),
+                            **{k.removeprefix(RESOURCES_PREFIX): v for k, v in section.items()}}
+    return out
+
+
+def oversubscription(spec: SweepSpec) -> list[str]:
+    """Warnings for CPU trials told to compute with more threads than their CPU share: the trials then
+    share cores (slower, often several times), though their rows are the same bits."""
+    if spec.resources.gpu:
+        return []
+    values = [spec.base.get("run.threads"), *spec.grid.get("run.threads", [])]
+    over = sorted({v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > spec.resources.cpu})
+    return [f"run.threads = {v} is more than a trial's resources.cpu = {spec.resources.cpu:g}: trials will share "
+            f"cores and run slower (the same bits); add --set resources.cpu={v} to give each trial its threads"
+            for v in over]
 
 
 def parse_spec(raw: Any, source: str = "sweep spec") -> SweepSpec:
