@@ -59,9 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "have all")
     parser.add_argument("--digits", type=int, default=1, help="decimals of the printed percentages")
     parser.add_argument("--no-figures", action="store_true", help="with --out, write the CSV files only")
-    parser.add_argument("--against", metavar="LEDGER", help="a preset with a reproduces: section, or a ledger "
-                                                            "file: print each published number beside the run's "
-                                                            "mean ± 95%% CI, inside or outside (analysis.ledger)")
+    parser.add_argument("--against", metavar="LEDGER",
+                        help="a preset (file or name) with a reproduces: section, or a ledger file: print each "
+                             "published number beside the run's mean ± 95%% CI, inside or outside (analysis.ledger)")
     return parser
 
 
@@ -86,7 +86,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def run(args: argparse.Namespace) -> None:
     if args.out:
         check_out(args.out)  # before loading anything, so a bad --out costs no work
-    ledger = load_ledger(args.against) if args.against else None  # before loading too
+    ledger = load_ledger(preset_or_file(args.against)) if args.against else None  # before loading too
     df = load(args.results, strict=args.strict)
     trials = trial_metrics(df)
     table = summary(trials, by=args.by, baseline=args.baseline, include_partial=args.include_partial)
@@ -98,6 +98,17 @@ def run(args: argparse.Namespace) -> None:
         print("\n" + format_against(against(trials, ledger, args.include_partial), args.digits), end="")
     if args.out:
         write_outputs(args, df, trials, table)
+
+
+def preset_or_file(ledger: str) -> str:
+    """``--against`` names a ledger file or a preset, by file or by name (``quickstart``) as
+    ``python -m tune sweep`` does, wherever the project is installed."""
+    from tune.spec import SpecError, spec_file
+
+    try:
+        return spec_file(ledger)
+    except SpecError as err:
+        raise ResultsError(f"--against {ledger!r}: {err}") from None
 
 
 def check_out(out: str) -> None:

@@ -75,3 +75,12 @@ def test_a_bad_ledger_is_an_error_naming_the_entry(tmp_path) -> None:
     path.write_text("base: {approach: lwf}\n")
     with pytest.raises(ResultsError, match="has no reproduces: section"):
         load_ledger(str(path))
+
+
+def test_a_preset_is_named_as_tune_sweep_names_it_and_a_wrong_name_gets_the_closest(results) -> None:
+    """The notebook and --against name a preset wherever the project is installed (no repository path)."""
+    from analysis.cli import preset_or_file
+
+    assert load_ledger(preset_or_file("quickstart")) == load_ledger(QUICKSTART)
+    with pytest.raises(ResultsError, match="quickstart"):
+        preset_or_file("quickstrat")
