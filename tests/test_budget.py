@@ -79,7 +79,8 @@ DROP = ["sweep", "trial_id", "train_seconds", "seconds", "shared_from", "data.da
 
 def _rows(storage, name: str, table: str) -> pd.DataFrame:
     df = pd.read_parquet(os.path.join(storage, name, "results", table))
-    keys = ["approach", "seed", "task", *[c for c in ("eval_task", "head", "epoch") if c in df]]
+    keys = ["approach", "seed", *[c for c in ("loss.lamb", "train.lr") if c in df], "task",
+            *[c for c in ("eval_task", "head", "epoch") if c in df]]
     return df.drop(columns=[c for c in DROP if c in df]).sort_values(keys).reset_index(drop=True)
 
 
@@ -113,3 +114,60 @@ def test_a_sweep_stopped_by_its_budget_resumes_to_the_rows_of_an_uninterrupted_o
         a, b = _rows(storage, "budget", table), _rows(storage, "whole", table)
         pd.testing.assert_frame_equal(a, b, check_exact=True, check_like=True)
     assert not _rows(storage, "budget", "task_results").duplicated(["approach", "task", "eval_task"]).any()
+
+
+SEARCH = {"base": {"data.dataset": "synthetic:classes=8,channels=1,size=8,train=12,test=3", "data.num_tasks": 4,
+                   "model.network": "convnet", "train.nepochs": 2, "train.batch_size": 16, "approach": "lwf",
+                   "run.seed": 0},
+          "search": {"metric": "avg_acc_tag", "num_samples": 6, "seed": 3,
+                     "space": {"loss.lamb": {"type": "float", "low": 0.01, "high": 100, "log": True},
+                               "train.lr": {"type": "float", "low": 0.005, "high": 0.5, "log": True}}},
+          "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+          "resources": {"cpu": 1}, "max_concurrent": 1}
+
+
+def _decisions(storage, name: str) -> list[tuple[float, float, int]]:
+    """Per trial in the order the searcher suggested them: its point and how many tasks it trained
+    (fewer than data.num_tasks: ASHA stopped it)."""
+    df = pd.read_parquet(os.path.join(storage, name, "results", "task_results"))
+    order = df["trial_id"].str.extract(r"_(\d+)(?:_s\d+)?$")[0].astype(int)
+    trials = df.assign(order=order).groupby("order").agg(lamb=("loss.lamb", "first"), lr=("train.lr", "first"),
+                                                         tasks=("task", "nunique"))
+    return [(r.lamb, r.lr, r.tasks) for r in trials.sort_index().itertuples()]
+
+
+@pytest.mark.slow  # three small Ray sweeps
+@pytest.mark.ray
+def test_a_search_stopped_by_its_budget_resumes_to_the_decisions_of_an_uninterrupted_one(tmp_path):
+    """Optuna's points and ASHA's early stops after --resume are those of one uninterrupted search. With
+    max_concurrent 1 both are deterministic (a point is sampled once the one before it has ended, so no
+    timing decides what Optuna or ASHA has seen): the resumed search can only match if the study and
+    ASHA's rungs were restored (Tune restores the study; tune.sweep.SchedulerState the rungs)."""
+    import ray
+
+    from tune.paths import SweepPaths
+    from tune.sweep import run_sweep
+
+    storage = str(tmp_path / "storage")
+    files = os.path.join(storage, "stopped", "results", "task_results", "*.parquet")
+
+    def clock() -> float:  # ten hours pass once the third trial has started its tasks
+        return time.time() + (36000.0 if len(glob.glob(files)) >= 7 else 0.0)
+
+    try:
+        stopped = run_sweep(parse_spec(SEARCH | {"stop": {"max_device_hours": 1}}), SweepPaths(storage, "stopped"),
+                            verbose=0, clock=clock)
+        assert stopped.budget_reached and stopped.unfinished, stopped.statuses
+        done = run_sweep(parse_spec(SEARCH | {"stop": {"max_device_hours": 100}}), SweepPaths(storage, "stopped"),
+                         verbose=0, resume=True, clock=clock)
+        assert not done.unfinished and not done.errored
+        whole = run_sweep(parse_spec(SEARCH), SweepPaths(storage, "whole"), verbose=0)
+        assert not whole.unfinished and not whole.errored
+    finally:
+        ray.shutdown()
+    expected = _decisions(storage, "whole")
+    assert len(expected) == 6 and any(tasks < 4 for *_, tasks in expected[3:])  # ASHA stopped a later trial
+    assert _decisions(storage, "stopped") == expected
+    for table in ("task_results", "heads", "epochs"):
+        a, b = _rows(storage, "stopped", table), _rows(storage, "whole", table)
+        pd.testing.assert_frame_equal(a, b, check_exact=True, check_like=True)
