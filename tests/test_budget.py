@@ -171,3 +171,40 @@ def test_a_search_stopped_by_its_budget_resumes_to_the_decisions_of_an_uninterru
     for table in ("task_results", "heads", "epochs"):
         a, b = _rows(storage, "stopped", table), _rows(storage, "whole", table)
         pd.testing.assert_frame_equal(a, b, check_exact=True, check_like=True)
+
+
+def test_asha_rungs_travel_in_the_snapshot_of_tunes_callbacks(tmp_path):
+    """What a resumed search relies on, without starting Ray: Tune's CallbackList saves the first
+    callback's state (tune.sweep.SchedulerState) in the experiment snapshot, and restoring it gives a
+    fresh ASHA the rungs it had, so it stops a trial the afresh one would let run."""
+    from types import SimpleNamespace
+
+    from ray.tune.callback import CallbackList
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from tune.sweep import SchedulerState
+
+    def asha() -> ASHAScheduler:
+        return ASHAScheduler(time_attr="tasks_done", metric="avg_acc_tag", mode="max", max_t=4, grace_period=1,
+                             reduction_factor=2)
+
+    before = asha()
+    for i, acc in enumerate((0.9, 0.8, 0.7, 0.6)):
+        trial = SimpleNamespace(trial_id=f"t{i}")
+        before.on_trial_add(None, trial)
+        before.on_trial_result(None, trial, {"tasks_done": 1, "avg_acc_tag": acc})  # the rung: 0.9 ... 0.6
+    CallbackList([SchedulerState(before), tune_callback()]).save_to_dir(str(tmp_path), session_str="first")
+    restored, afresh = asha(), asha()
+    CallbackList([SchedulerState(restored), tune_callback()]).restore_from_dir(str(tmp_path))
+    late = SimpleNamespace(trial_id="t4")
+    for scheduler in (restored, afresh):
+        scheduler.on_trial_add(None, late)
+    result = {"tasks_done": 1, "avg_acc_tag": 0.65}
+    assert restored.on_trial_result(None, late, result) == TrialScheduler.STOP  # below the rung's median
+    assert afresh.on_trial_result(None, late, result) == TrialScheduler.CONTINUE  # an empty rung
+
+
+def tune_callback():
+    from ray import tune
+
+    return tune.Callback()
