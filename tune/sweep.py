@@ -75,20 +75,19 @@ def make_trainable(spec: SweepSpec, paths: SweepPaths, share: bool = True) -> An
     return tune.with_resources(bound, spec.resources.as_ray())
 
 
-def param_space(spec: SweepSpec, share: bool = True) -> dict[str, Any]:
+def param_space(spec: SweepSpec) -> dict[str, Any]:
     """Tune's param space under the cil config's dotted names. Search mode: constants only (Optuna owns
-    the sampled keys) and the seeds every trial runs. A grid with sharing: the base only, its points
-    come in :func:`tune.prefix.spread`'s order (:func:`grid_searcher`)."""
+    the sampled keys) and the seeds every trial runs. A grid with sharing takes its points from
+    :func:`grid_searcher` (each point fixes every grid key: one trial each)."""
     if spec.search is not None:
         return spec.search_constants()
-    if share:
-        return dict(spec.base)
     return spec.base | {k: tune.grid_search(v) for k, v in spec.grid.items()}
 
 
 def grid_searcher(spec: SweepSpec) -> BasicVariantGenerator:
     """A grid sweep's trials with sharing on, in the order that starts distinct task prefixes first
-    (:func:`tune.prefix.spread`): Tune's own grid generator, given the points in that order."""
+    (:func:`tune.prefix.spread`): Tune's own grid generator, given every point in that order
+    (``points_to_evaluate``, with ``num_samples`` the number of points)."""
     return BasicVariantGenerator(points_to_evaluate=spread(spec.trial_configs()),
                                  max_concurrent=spec.max_concurrent or 0)
 
@@ -177,7 +176,7 @@ def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: Pe
                                   reuse_actors=True,  # a new trial skips the worker's torch/cil import
                                   trial_dirname_creator=_trial_dirname)
     fs, storage = storage_for_ray(paths)
-    space = param_space(spec, share)
+    space = param_space(spec)
     run_config = tune.RunConfig(
         name=paths.name, storage_path=storage, storage_filesystem=fs, verbose=tune_verbosity(verbose),
         # Every failure is retried as far as Tune is concerned; FailurePolicy applies the spec's limits,
