@@ -12,8 +12,10 @@ Each (trial, task) the sweep trains is priced in seconds from one of two sources
   task's wall time (set-up, the approach's end-of-task work). Task 0 is priced as measured; later tasks
   as task 1 with each part scaled by what it grows with: the epochs by the task's training images (the
   union of the tasks seen for ``joint``, plus the exemplars kept), the evaluation by the classes seen.
-  Grouped by what sets the cost (the approach's class, data, network, batch size, exemplars), so each
-  group is timed once.
+  The timed run has neighbours: as many processes as trials run beside each one on a node (CPU
+  trials) train the same short run meanwhile, so it pays the sharing of cores and memory bandwidth the
+  sweep's trials pay. Grouped by what sets the cost (the approach's class, data, network, batch size,
+  exemplars), so each group is timed once.
 
 Prefix sharing (tune/prefix.py) is accounted for: a (trial, task) whose prefix key another trial of
 the sweep trains first costs nothing. The wall time places the trials, in the order the sweep starts
@@ -129,7 +131,8 @@ class Calibration:
 
     source = "calibrated on this machine"
 
-    def __init__(self) -> None:
+    def __init__(self, neighbours: int = 0) -> None:
+        self.neighbours = neighbours  # other trials that run beside each one on its node (CPU trials)
         self.fits: dict[tuple[Any, ...], list[TaskTiming]] = {}
         self.sizes: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
 
@@ -145,9 +148,9 @@ class Calibration:
                     pass
             images, classes = self.sizes[group] = train_images(cfg)
             fits = []
-            start = time.perf_counter()
-            for result in run(short):
-                now = time.perf_counter()
+            with Neighbours(short, self.neighbours):
+                results = list(_timed(run(short)))
+            for result, elapsed in results:
                 seconds = [r.seconds for r in result.fit.records] if result.fit else []
                 epoch = sum(seconds) / max(len(seconds), 1)
                 evaluation = float(result.metrics.get("eval_seconds", 0.0))
@@ -155,8 +158,7 @@ class Calibration:
                 t = result.task
                 fits.append(TaskTiming(epoch_per_image=epoch / max(images[t], 1),
                                        eval_per_class=evaluation / max(sum(classes[: t + 1]), 1), io=io,
-                                       fixed=max(now - start - sum(seconds) - evaluation, 0.0)))
-                start = time.perf_counter()  # the io above is the trainable's, not the run's
+                                       fixed=max(elapsed - sum(seconds) - evaluation, 0.0)))
             self.fits[group] = fits
         return self.fits[group], self.sizes[group]
 
@@ -167,6 +169,64 @@ class Calibration:
         f = fits[min(t, len(fits) - 1)]
         return (f.fixed + f.io + f.eval_per_class * sum(classes[: t + 1])
                 + cfg.train.nepochs * f.epoch_per_image * images[t])
+
+
+def _timed(runs: Iterable[Any]) -> Iterable[tuple[Any, float]]:
+    """Each task's result of a run with the seconds it took."""
+    start = time.perf_counter()
+    for result in runs:
+        yield result, time.perf_counter() - start
+        start = time.perf_counter()
+
+
+class Neighbours:
+    """``n`` processes that run the same short calibration over and over while the timed one runs, as
+    the trials beside a trial do in the sweep (they share the node's cores and memory bandwidth)."""
+
+    def __init__(self, cfg: ExperimentConfig, n: int) -> None:
+        self.cfg, self.n, self.procs = cfg, n, []
+
+    def __enter__(self) -> Neighbours:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.stop = ctx.Event()
+        ready = [ctx.Event() for _ in range(self.n)]
+        import torch
+
+        self.procs = [ctx.Process(target=_neighbour, args=(self.cfg.to_flat(), torch.get_num_threads(), self.stop, r),
+                                  daemon=True) for r in ready]
+        for p in self.procs:
+            p.start()
+        for p, r in zip(self.procs, ready, strict=True):  # each has imported torch and started training
+            while p.is_alive() and not r.wait(timeout=1.0):
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.procs:
+            self.stop.set()
+            for p in self.procs:
+                p.join(timeout=60)
+                if p.is_alive():
+                    p.terminate()
+
+
+def _neighbour(flat: dict[str, Any], threads: int, stop: Any, ready: Any) -> None:
+    import torch
+
+    from cil.loop import run
+
+    cfg = ExperimentConfig.from_dict(flat)
+    torch.set_num_threads(threads)  # as the calibrating process (a trial's CPUs); the run may set its own
+    first = True
+    while not stop.is_set():
+        for _ in run(cfg):
+            if first:
+                ready.set()
+                first = False
+            if stop.is_set():
+                return
 
 
 def _per_task_io(result: Any) -> float:
@@ -260,7 +320,9 @@ def estimate(spec: SweepSpec, *, share: bool = True, nodes: int = 1, history: st
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, int(r.cpu)))
     try:
-        return _estimate(spec, share, nodes, past, price, list(group_keys), per_trial, slots)
+        # CPU trials at once on one node: the calibration runs beside as many others (GPU trials: none)
+        neighbours = 0 if r.gpu > 0 else max(min(max(per_node, 1), slots) - 1, 0)
+        return _estimate(spec, share, nodes, past, price, list(group_keys), per_trial, slots, neighbours)
     finally:
         if r.gpu == 0:
             torch.set_num_threads(threads)
@@ -286,8 +348,8 @@ def makespan(durations: list[float], slots: int) -> float:
 
 
 def _estimate(spec: SweepSpec, share: bool, nodes: int, past: History | None, price: float | None,
-              keys: list[str], per_trial: float, slots: int) -> Estimate:
-    calibration = Calibration()
+              keys: list[str], per_trial: float, slots: int, neighbours: int = 0) -> Estimate:
+    calibration = Calibration(neighbours)
     groups: dict[str, Group] = {}
     trial_seconds: dict[int, float] = defaultdict(float)
     trial_groups: dict[int, str] = {}
