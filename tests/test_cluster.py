@@ -87,10 +87,10 @@ def _spec(tmp_path, name: str = "sweep.yaml", **sections) -> str:
     return str(spec)
 
 
-def deterministic(results, filesystem=None) -> pd.DataFrame:
-    """Every column but timings and ids, in a fixed order: what must be equal bit for bit."""
+def deterministic(results, filesystem=None, ids: tuple[str, ...] = ("sweep", "trial_id")) -> pd.DataFrame:
+    """Every column but timings and ``ids``, in a fixed order: what must be equal bit for bit."""
     df = pd.read_parquet(os.path.join(results, "task_results"), filesystem=filesystem)
-    df = df.drop(columns=[c for c in df.columns if c.endswith("seconds") or c in ("sweep", "trial_id")])
+    df = df.drop(columns=[c for c in df.columns if c.endswith("seconds") or c in ids])
     return df.sort_values(["approach", "seed", "task", "eval_task"]).reset_index(drop=True)
 
 
@@ -126,7 +126,7 @@ def test_a_sweep_on_the_cluster_equals_one_local_node(cluster, reference, tmp_pa
 
 
 def _preempt_mid_sweep(cluster, reference, tmp_path, storage: str, results: str, fs: pafs.FileSystem,
-                       replacement: bool, **env: str) -> None:
+                       replacement: bool, ids: tuple[str, ...] = ("sweep", "trial_id"), **env: str) -> None:
     """A sweep with failure.max_failures 0 on ``storage``; once both trials wrote task 0 (seen in
     ``results`` through ``fs``), a worker node SIGKILLed and, with ``replacement``, a new one added.
     The preempted trial must not count it: exit 0, every row once, the rows of one local node."""
@@ -150,7 +150,7 @@ def _preempt_mid_sweep(cluster, reference, tmp_path, storage: str, results: str,
     assert "2 trials, 2 finished, 0 errored" in log.read_text()
     df = assert_complete(results, trials=2, filesystem=fs)
     assert not df.duplicated(KEY).any()
-    pd.testing.assert_frame_equal(deterministic(results, fs), reference)
+    pd.testing.assert_frame_equal(deterministic(results, fs, ids), reference)
     cluster.heal()
 
 
@@ -162,6 +162,22 @@ def test_a_preempted_worker_node_loses_nothing(cluster, reference, tmp_path, rep
     storage = tmp_path / "runs"
     _preempt_mid_sweep(cluster, reference, tmp_path, str(storage), str(storage / "b" / "results"),
                        pafs.LocalFileSystem(), replacement)
+
+
+@pytest.mark.slow
+def test_a_preempted_worker_node_with_sharing_gives_the_rows_of_a_sweep_without(cluster, tmp_path) -> None:
+    """(b) with prefix sharing (lwf-sr takes task 0 from lwf), against the same spec on one local node
+    with --no-share: every row bit for bit, ids, timings and ``shared_from`` aside."""
+    ids = ("sweep", "trial_id", "shared_from")
+    alone = drivers.run(_spec(tmp_path, "alone.yaml"), "--storage", str(tmp_path / "alone"), "--name", "ref",
+                        "--no-share", timeout=600)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    reference = deterministic(tmp_path / "alone" / "ref" / "results", ids=ids)
+    storage = tmp_path / "runs"
+    _preempt_mid_sweep(cluster, reference, tmp_path, str(storage), str(storage / "b" / "results"),
+                       pafs.LocalFileSystem(), True, ids)
+    shared = pd.read_parquet(storage / "b" / "results" / "task_results")
+    assert shared["shared_from"].notna().any()  # sharing was on: a task 0 was taken, not trained
 
 
 @pytest.mark.slow

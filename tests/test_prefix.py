@@ -265,3 +265,63 @@ def test_ewc_trains_task_zero_like_finetuning_but_its_end_of_task_state_is_its_o
     assert moved and all(k.rpartition(".")[2] in ("running_mean", "running_var", "num_batches_tracked") for k in moved)
     assert ft.state["approach"] == {} and set(ewc.state["approach"]) == {"anchor", "fisher"}
     assert prefix_key(ft_cfg, 0, ENV) != prefix_key(ewc_cfg, 0, ENV)
+
+
+def _first_task_key(config: dict[str, Any]) -> str:
+    return prefix_key(ExperimentConfig.from_dict(config | {"run.device": "cpu"}), 0, {})
+
+
+def test_a_grid_starts_the_trials_of_distinct_first_tasks_first():
+    """The quickstart's 24 trials have 9 distinct first tasks (per seed: finetuning's, shared by five LwF
+    presets; joint's; lwf-br2's): its first 9 trials train them, the 15 that take one from those come after."""
+    from tune.prefix import spread
+    from tune.spec import load_spec
+
+    configs = load_spec("tune/presets/quickstart.yaml").trial_configs()
+    order = spread(configs)
+    assert sorted(map(repr, order)) == sorted(map(repr, configs))  # the same trials, reordered
+    keys = [_first_task_key(c) for c in order]
+    assert len(set(keys[:9])) == 9 and set(keys[9:]) <= set(keys[:9])
+    assert [c["approach"] for c in order[:9]] == ["finetuning"] * 3 + ["joint"] * 3 + ["lwf-br2"] * 3
+
+
+@pytest.mark.slow  # a Ray sweep
+@pytest.mark.ray
+def test_with_two_slots_a_grid_sweep_starts_two_distinct_first_tasks(tmp_path):
+    """In Tune's own grid order finetuning and lwf would start together on 2 slots and lwf would wait for
+    finetuning's task 0; the sweep starts finetuning and lwf-br2 (whose BCE acts in task 0), then lwf and
+    lwf-s, which take task 0 from finetuning."""
+    import pandas as pd
+    import ray
+    from ray import tune
+
+    from tune import raycompat
+    from tune.paths import SweepPaths
+    from tune.spec import parse_spec
+    from tune.sweep import make_tuner
+
+    started: list[str] = []
+
+    class Starts(tune.Callback):
+        def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            started.append(trial.config["approach"])
+
+    spec = parse_spec({"base": {"data.dataset": "synthetic:classes=6,channels=1,size=8,train=12,test=3",
+                                "data.num_tasks": 3, "model.network": "convnet", "train.nepochs": 2,
+                                "train.batch_size": 16, "run.seed": 0},
+                       "grid": {"approach": ["finetuning", "lwf", "lwf-s", "lwf-br2"]}, "resources": {"cpu": 1}})
+    paths = SweepPaths(str(tmp_path), "order")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        tuner = make_tuner(spec, paths, verbose=0)
+        raycompat.run_config(tuner).callbacks.append(Starts())
+        grid = tuner.fit()
+    finally:
+        ray.shutdown()
+    assert all(r.error is None for r in grid) and len(grid) == 4
+    assert set(started[:2]) == {"finetuning", "lwf-br2"} and set(started[2:]) == {"lwf", "lwf-s"}
+    rows = pd.read_parquet(f"{paths.results}/task_results").drop_duplicates(["trial_id", "task"])
+    source = dict(zip(rows["trial_id"], rows["approach"], strict=False))
+    first = rows[rows["task"] == 0].set_index("approach")["shared_from"]
+    assert first[["finetuning", "lwf-br2"]].isna().all()
+    assert [source[first[a]] for a in ("lwf", "lwf-s")] == ["finetuning", "finetuning"]

@@ -6,19 +6,26 @@ Each (trial, task) the sweep trains is priced in seconds from one of two sources
   network, ``train.batch_size``, ``train.nepochs``, task and device kind (else any approach with the
   rest equal): the mean ``train_seconds`` of the rows a trial trained itself;
 - **calibration**: a short run of the trial's config on this machine (tasks 0 and 1, two epochs each),
-  in this process: its epoch records price an epoch of each task, the rest of the task's wall time its
-  fixed part (set-up, validation, evaluation, the end-of-task work). Later tasks are priced like task
-  1, scaled by their share of the classes. Grouped by what sets the cost (the approach's class, data, network,
-  batch size, exemplars), so each group is timed once.
+  in this process. It measures each part of a task: an epoch's seconds per training image (training
+  and validation), the end-of-task evaluation's seconds per class seen, the trainable's per-task work
+  (its rows written to Parquet, its checkpoint saved and copied as Tune persists it) and the rest of the
+  task's wall time (set-up, the approach's end-of-task work). Task 0 is priced as measured; later tasks
+  as task 1 with each part scaled by what it grows with: the epochs by the task's training images (the
+  union of the tasks seen for ``joint``, plus the exemplars kept), the evaluation by the classes seen.
+  The timed run has neighbours: as many processes as trials run beside each one on a node (CPU
+  trials) train the same short run meanwhile, so it pays the sharing of cores and memory bandwidth the
+  sweep's trials pay. Grouped by what sets the cost (the approach's class, data, network, batch size,
+  exemplars), so each group is timed once.
 
 Prefix sharing (tune/prefix.py) is accounted for: a (trial, task) whose prefix key another trial of
-the sweep trains first costs nothing. The wall time spreads the trials' seconds over the slots of
-``nodes`` nodes shaped like this machine (CPUs / ``resources.cpu``, or GPUs / ``resources.gpu``), at
-least the longest trial, plus :data:`SWEEP_OVERHEAD_S` for starting Ray and the trials.
+the sweep trains first costs nothing. The wall time places the trials, in the order the sweep starts
+them, each on the first free slot of ``nodes`` nodes shaped like this machine (CPUs / ``resources.cpu``,
+or GPUs / ``resources.gpu``), plus :data:`SWEEP_OVERHEAD_S` for starting Ray and the trials.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import time
@@ -109,15 +116,27 @@ def cost_group(cfg: ExperimentConfig) -> tuple[Any, ...]:
             cfg.train.eval_on_train, cfg.train.gridsearch_tasks)
 
 
+@dataclass
+class TaskTiming:
+    """One calibrated task: its parts, each measured by the calibration run."""
+
+    epoch_per_image: float  # an epoch's seconds (training and validation) per training image
+    eval_per_class: float  # the end-of-task evaluation's seconds per class seen
+    io: float  # the trainable's per-task work: the checkpoint written and copied, the rows written
+    fixed: float  # the rest of the task's wall time: set-up, heads, the approach's end-of-task work
+
+
 class Calibration:
-    """Prices (config, task) from two short runs per cost group on this machine."""
+    """Prices (config, task) from two short runs per cost group on this machine (see the module doc)."""
 
     source = "calibrated on this machine"
 
-    def __init__(self) -> None:
-        self.fits: dict[tuple[Any, ...], tuple[list[float], list[float], list[int]]] = {}
+    def __init__(self, neighbours: int = 0) -> None:
+        self.neighbours = neighbours  # other trials that run beside each one on its node (CPU trials)
+        self.fits: dict[tuple[Any, ...], list[TaskTiming]] = {}
+        self.sizes: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
 
-    def _fit(self, cfg: ExperimentConfig) -> tuple[list[float], list[float], list[int]]:
+    def _fit(self, cfg: ExperimentConfig) -> tuple[list[TaskTiming], tuple[list[int], list[int]]]:
         group = cost_group(cfg)
         if group not in self.fits:
             from cil.loop import run
@@ -127,36 +146,128 @@ class Calibration:
             if not self.fits:  # the process's first run pays one-off costs (imports, kernels): untimed
                 for _ in run(short.replace(**{"train.nepochs": 1, "run.stop_at_task": 1})):
                     pass
-            epoch, fixed = [], []
-            start = time.perf_counter()
-            for result in run(short):
-                now = time.perf_counter()
+            images, classes = self.sizes[group] = train_images(cfg)
+            fits = []
+            with Neighbours(short, self.neighbours):
+                results = list(_timed(run(short)))
+            for result, elapsed in results:
                 seconds = [r.seconds for r in result.fit.records] if result.fit else []
-                epoch.append(sum(seconds) / max(len(seconds), 1))
-                fixed.append(max(now - start - sum(seconds), 0.0))
-                start = now
-            self.fits[group] = (epoch, fixed, _classes(cfg))
-        return self.fits[group]
+                epoch = sum(seconds) / max(len(seconds), 1)
+                evaluation = float(result.metrics.get("eval_seconds", 0.0))
+                io = _per_task_io(result)
+                t = result.task
+                fits.append(TaskTiming(epoch_per_image=epoch / max(images[t], 1),
+                                       eval_per_class=evaluation / max(sum(classes[: t + 1]), 1), io=io,
+                                       fixed=max(elapsed - sum(seconds) - evaluation, 0.0)))
+            self.fits[group] = fits
+        return self.fits[group], self.sizes[group]
 
     def seconds(self, cfg: ExperimentConfig, t: int) -> float:
-        epoch, fixed, classes = self._fit(cfg)
-        u = min(t, len(epoch) - 1)
-        scale = classes[t] / classes[u] if classes[u] else 1.0
-        return fixed[u] + cfg.train.nepochs * epoch[u] * scale
+        """Task ``t``: task 0 as measured; later tasks as task 1, each part scaled by what it grows with
+        (the epochs by the training images, the evaluation by the classes seen)."""
+        fits, (images, classes) = self._fit(cfg)
+        f = fits[min(t, len(fits) - 1)]
+        return (f.fixed + f.io + f.eval_per_class * sum(classes[: t + 1])
+                + cfg.train.nepochs * f.epoch_per_image * images[t])
 
 
-def _classes(cfg: ExperimentConfig) -> list[int]:
-    """Classes per task (the scenario's split, without loading the data)."""
-    from cil.config import KNOWN_NUM_CLASSES
-    from cil.data.scenario import classes_per_task
+def _timed(runs: Iterable[Any]) -> Iterable[tuple[Any, float]]:
+    """Each task's result of a run with the seconds it took."""
+    start = time.perf_counter()
+    for result in runs:
+        yield result, time.perf_counter() - start
+        start = time.perf_counter()
 
-    base, _, params = cfg.data.dataset.partition(":")
-    n = KNOWN_NUM_CLASSES.get(base, 100)
-    if params:
-        from cil.data.builtin import parse_synthetic
 
-        n = parse_synthetic(params)["classes"]
-    return list(classes_per_task(n, cfg.data.num_tasks, cfg.data.nc_first_task))
+class Neighbours:
+    """``n`` processes that run the same short calibration over and over while the timed one runs, as
+    the trials beside a trial do in the sweep (they share the node's cores and memory bandwidth)."""
+
+    def __init__(self, cfg: ExperimentConfig, n: int) -> None:
+        self.cfg, self.n, self.procs = cfg, n, []
+
+    def __enter__(self) -> Neighbours:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.stop = ctx.Event()
+        ready = [ctx.Event() for _ in range(self.n)]
+        import torch
+
+        self.procs = [ctx.Process(target=_neighbour, args=(self.cfg.to_flat(), torch.get_num_threads(), self.stop, r),
+                                  daemon=True) for r in ready]
+        for p in self.procs:
+            p.start()
+        for p, r in zip(self.procs, ready, strict=True):  # each has imported torch and started training
+            while p.is_alive() and not r.wait(timeout=1.0):
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.procs:
+            self.stop.set()
+            for p in self.procs:
+                p.join(timeout=60)
+                if p.is_alive():
+                    p.terminate()
+
+
+def _neighbour(flat: dict[str, Any], threads: int, stop: Any, ready: Any) -> None:
+    import torch
+
+    from cil.loop import run
+
+    cfg = ExperimentConfig.from_dict(flat)
+    torch.set_num_threads(threads)  # as the calibrating process (a trial's CPUs); the run may set its own
+    first = True
+    while not stop.is_set():
+        for _ in run(cfg):
+            if first:
+                ready.set()
+                first = False
+            if stop.is_set():
+                return
+
+
+def _per_task_io(result: Any) -> float:
+    """Seconds of what the trainable does after each task besides training (tune/trainable.py): its
+    rows written to Parquet, its checkpoint saved and copied once more (Tune persists it)."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    from cil.results import write_task
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        tag = {"sweep": "calibration", "trial_id": "calibration"}
+        write_task([tag | r for r in result.task_rows], [tag | r for r in result.head_rows], os.path.join(d, "rows"),
+                   "calibration", result.task, [tag | r for r in result.epoch_rows])
+        os.makedirs(os.path.join(d, "checkpoint"))
+        torch.save({"states": [result.state]}, os.path.join(d, "checkpoint", "state.pt"))
+        shutil.copytree(os.path.join(d, "checkpoint"), os.path.join(d, "persisted"))
+    return time.perf_counter() - start
+
+
+def train_images(cfg: ExperimentConfig) -> tuple[list[int], list[int]]:
+    """Per task: the training images of an epoch (the task's training split; all tasks seen for an
+    approach that sees every task's data, ``upper_bound``: joint; plus the exemplars kept from the tasks
+    before, at most the budget), and the task's classes."""
+    from cil.data import load_dataset, make_scenario
+
+    d = cfg.data
+    data = load_dataset(d.dataset, d.data_root, image_size=d.image_size, fixed_class_order=d.fixed_class_order,
+                        cache_dir=d.cache_dir)
+    scenario = make_scenario(data, d.num_tasks, d.nc_first_task, cfg.run.seed, val_fraction=d.val_fraction)
+    sizes = [len(scenario.task_split(t, "train")[1]) for t in range(d.num_tasks)]
+    classes = [n for _, n in scenario.taskcla]
+    m = cfg.memory
+    out = []
+    for t, n in enumerate(sizes):
+        budget = m.num_exemplars_per_class * sum(classes[:t]) if m.num_exemplars_per_class else m.num_exemplars
+        out.append(sum(sizes[: t + 1]) if SPECS[cfg.approach].upper_bound else n + min(budget, sum(sizes[:t])))
+    return out, classes
 
 
 class History:
@@ -209,15 +320,36 @@ def estimate(spec: SweepSpec, *, share: bool = True, nodes: int = 1, history: st
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, int(r.cpu)))
     try:
-        return _estimate(spec, share, nodes, past, price, list(group_keys), per_trial, slots)
+        # CPU trials at once on one node: the calibration runs beside as many others (GPU trials: none)
+        neighbours = 0 if r.gpu > 0 else max(min(max(per_node, 1), slots) - 1, 0)
+        return _estimate(spec, share, nodes, past, price, list(group_keys), per_trial, slots, neighbours)
     finally:
         if r.gpu == 0:
             torch.set_num_threads(threads)
 
 
+def start_order(spec: SweepSpec, share: bool) -> list[int]:
+    """The trials' indices in the order the sweep starts them (a grid with sharing: tune.prefix.spread)."""
+    configs = spec.trial_configs()
+    if not share or spec.search is not None:
+        return list(range(len(configs)))
+    from tune.prefix import spread
+
+    index = {id(c): i for i, c in enumerate(configs)}
+    return [index[id(c)] for c in spread(configs)]
+
+
+def makespan(durations: list[float], slots: int) -> float:
+    """When the last trial ends, each starting on the first free slot in the order given (as Tune does)."""
+    free = [0.0] * max(slots, 1)
+    for d in durations:
+        heapq.heappush(free, heapq.heappop(free) + d)
+    return max(free)
+
+
 def _estimate(spec: SweepSpec, share: bool, nodes: int, past: History | None, price: float | None,
-              keys: list[str], per_trial: float, slots: int) -> Estimate:
-    calibration = Calibration()
+              keys: list[str], per_trial: float, slots: int, neighbours: int = 0) -> Estimate:
+    calibration = Calibration(neighbours)
     groups: dict[str, Group] = {}
     trial_seconds: dict[int, float] = defaultdict(float)
     trial_groups: dict[int, str] = {}
@@ -240,5 +372,5 @@ def _estimate(spec: SweepSpec, share: bool, nodes: int, past: History | None, pr
         g.sources.add(source)
         trial_seconds[i] += seconds
     total = sum(g.seconds for g in groups.values())
-    wall = max(max(trial_seconds.values(), default=0.0), total / slots) + SWEEP_OVERHEAD_S
+    wall = makespan([trial_seconds[i] for i in start_order(spec, share)], slots) + SWEEP_OVERHEAD_S
     return Estimate(list(groups.values()), total * per_trial / 3600, wall, slots, nodes, per_trial, price)

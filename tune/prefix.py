@@ -115,6 +115,20 @@ def prefix_key(cfg: ExperimentConfig, t: int, env: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def spread(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trial configs (flat, as Tune gives them) in the order a grid sweep starts them: a round robin over
+    the groups of equal task-0 prefix key, in order of first appearance. The first trials to start then
+    train distinct first tasks, and a trial that can take its first task from another starts after that
+    one (on k slots: once k trials have ended), so it waits for the prefix only when nothing else is
+    left to run. The key's configuration part is enough: one sweep has one numeric environment."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for config in configs:
+        flat = {k: v for k, v in config.items() if not k.startswith("_")} | {"run.device": "cpu"}
+        groups.setdefault(prefix_key(ExperimentConfig.from_dict(flat), 0, {}), []).append(config)
+    return [g[rank] for rank in range(max(map(len, groups.values()), default=0))
+            for g in groups.values() if rank < len(g)]
+
+
 # ---- the store ---------------------------------------------------------------------------------------
 
 class PrefixStore:

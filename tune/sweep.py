@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import pyarrow as pa
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from cil.results import TASK_RESULTS, compact_results, compact_trial, join, resolve
 from tune import raycompat
@@ -26,6 +28,7 @@ from tune.failures import FailurePolicy
 from tune.lease import SweepLease
 from tune.paths import SweepError, SweepPaths
 from tune.pending import PendingWatch
+from tune.prefix import spread
 from tune.progress import SweepConsole, console, open_board, ray_output, tune_verbosity
 from tune.searcher import make_searcher
 from tune.spec import TIME_ATTR, SweepSpec, group_by
@@ -74,10 +77,19 @@ def make_trainable(spec: SweepSpec, paths: SweepPaths, share: bool = True) -> An
 
 def param_space(spec: SweepSpec) -> dict[str, Any]:
     """Tune's param space under the cil config's dotted names. Search mode: constants only (Optuna owns
-    the sampled keys) and the seeds every trial runs."""
+    the sampled keys) and the seeds every trial runs. A grid with sharing takes its points from
+    :func:`grid_searcher` (each point fixes every grid key: one trial each)."""
     if spec.search is not None:
         return spec.search_constants()
     return spec.base | {k: tune.grid_search(v) for k, v in spec.grid.items()}
+
+
+def grid_searcher(spec: SweepSpec) -> BasicVariantGenerator:
+    """A grid sweep's trials with sharing on, in the order that starts distinct task prefixes first
+    (:func:`tune.prefix.spread`): Tune's own grid generator, given every point in that order
+    (``points_to_evaluate``, with ``num_samples`` the number of points)."""
+    return BasicVariantGenerator(points_to_evaluate=spread(spec.trial_configs()),
+                                 max_concurrent=spec.max_concurrent or 0)
 
 
 def driver_callbacks(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None, verbose: int,
@@ -118,19 +130,49 @@ def _no_callback() -> tune.Callback:
 DRIVER_CALLBACKS = (FailurePolicy, PendingWatch, SweepConsole, BudgetCallback)
 
 
+class SchedulerState(tune.Callback):
+    """Carries the scheduler's state (ASHA's rungs) in Tune's experiment snapshots, so that a resumed
+    search stops the trials an uninterrupted one would. Tune saves and restores a searcher's state
+    (the Optuna study) with each snapshot but not a scheduler's (ray-project/ray#30838); it does save and
+    restore its callbacks' ``get_state``, matched by position, so this callback is always the first.
+    The scheduler's own public ``save``/``restore`` (a pickle of its attributes) make the state."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler  # the Tuner's own object: both are pickled together in tuner.pkl
+
+    def get_state(self) -> dict[str, bytes]:
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "scheduler.pkl")
+            self.scheduler.save(path)
+            with open(path, "rb") as f:
+                return {"scheduler": f.read()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "scheduler.pkl")
+            with open(path, "wb") as f:
+                f.write(state["scheduler"])
+            self.scheduler.restore(path)
+
+
 def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: PendingWatch | None = None,
                share: bool = True, budget: BudgetCallback | None = None) -> Any:
     """A new Tuner: grid search, or Optuna (optionally with ASHA) over the spec's space."""
     search_alg = scheduler = None
     if spec.search is not None:
         search_alg = make_searcher(spec.search, paths.name)
+    elif share:
+        search_alg = grid_searcher(spec)
     if spec.scheduler is not None:
         sc = spec.scheduler
         scheduler = ASHAScheduler(time_attr=TIME_ATTR, metric=sc.metric, mode=sc.mode, max_t=sc.max_t,
                                   grace_period=sc.grace_period, reduction_factor=sc.reduction_factor)
     tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,
-                                  num_samples=spec.search.num_samples if spec.search else 1,
-                                  max_concurrent_trials=spec.max_concurrent,
+                                  num_samples=spec.search.num_samples if spec.search else
+                                  spec.num_trials if share else 1,
+                                  # the grid's own generator takes it itself (grid_searcher)
+                                  max_concurrent_trials=None if isinstance(search_alg, BasicVariantGenerator)
+                                  else spec.max_concurrent,
                                   reuse_actors=True,  # a new trial skips the worker's torch/cil import
                                   trial_dirname_creator=_trial_dirname)
     fs, storage = storage_for_ray(paths)
@@ -141,7 +183,8 @@ def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: Pe
         # telling a node lost (a preemption) from an error of the trial.
         failure_config=tune.FailureConfig(max_failures=-1),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
-        callbacks=[*driver_callbacks(spec, paths, pending, verbose, budget),
+        callbacks=[*([SchedulerState(scheduler)] if scheduler is not None else []),  # first: see its doc
+                   *driver_callbacks(spec, paths, pending, verbose, budget),
                    *tracking_callbacks(spec.tracking, paths.name)])
     return tune.Tuner(make_trainable(spec, paths, share), param_space=space, tune_config=tune_config,
                       run_config=run_config)
@@ -150,7 +193,8 @@ def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: Pe
 def restore_tuner(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | None = None, verbose: int = 1,
                   share: bool = True, budget: BudgetCallback | None = None) -> Any:
     """Continue an interrupted sweep: unfinished trials resume from their last checkpoint, errored ones
-    are retried. Ray does not restore a scheduler's state (ASHA starts its rungs afresh)."""
+    are retried; the searcher (Tune) and the scheduler (:class:`SchedulerState`) continue from the last
+    snapshot."""
     fs, experiment = resolve(paths.experiment)
     tuner = tune.Tuner.restore(experiment, make_trainable(spec, paths, share), resume_unfinished=True,
                                resume_errored=True, storage_filesystem=fs)
@@ -161,7 +205,9 @@ def restore_tuner(spec: SweepSpec, paths: SweepPaths, pending: PendingWatch | No
     run_config = raycompat.run_config(tuner)
     kept = [c for c in run_config.callbacks or [] if not isinstance(c, DRIVER_CALLBACKS)
             and type(c) is not tune.Callback]
-    run_config.callbacks = [*driver_callbacks(spec, paths, pending, verbose, budget), *kept]
+    state = [c for c in kept if isinstance(c, SchedulerState)]  # first, where the snapshot's state expects it
+    run_config.callbacks = [*state, *driver_callbacks(spec, paths, pending, verbose, budget),
+                            *[c for c in kept if not isinstance(c, SchedulerState)]]
     run_config.failure_config = tune.FailureConfig(max_failures=-1)
     run_config.verbose = tune_verbosity(verbose)
     return tuner
