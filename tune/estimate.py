@@ -255,6 +255,7 @@ def train_images(cfg: ExperimentConfig) -> tuple[list[int], list[int]]:
     approach that sees every task's data, ``upper_bound``: joint; plus the exemplars kept from the tasks
     before, at most the budget), and the task's classes."""
     from cil.data import load_dataset, make_scenario
+    from cil.memory import ExemplarMemory
 
     d = cfg.data
     data = load_dataset(d.dataset, d.data_root, image_size=d.image_size, fixed_class_order=d.fixed_class_order,
@@ -262,11 +263,12 @@ def train_images(cfg: ExperimentConfig) -> tuple[list[int], list[int]]:
     scenario = make_scenario(data, d.num_tasks, d.nc_first_task, cfg.run.seed, val_fraction=d.val_fraction)
     sizes = [len(scenario.task_split(t, "train")[1]) for t in range(d.num_tasks)]
     classes = [n for _, n in scenario.taskcla]
-    m = cfg.memory
+    memory = ExemplarMemory(cfg.memory.num_exemplars, cfg.memory.num_exemplars_per_class)
     out = []
     for t, n in enumerate(sizes):
-        budget = m.num_exemplars_per_class * sum(classes[:t]) if m.num_exemplars_per_class else m.num_exemplars
-        out.append(sum(sizes[: t + 1]) if SPECS[cfg.approach].upper_bound else n + min(budget, sum(sizes[:t])))
+        seen = sum(classes[:t])
+        kept = min(memory.per_class_quota(seen) * seen, sum(sizes[:t]))  # the memory's own quota rule
+        out.append(sum(sizes[: t + 1]) if SPECS[cfg.approach].upper_bound else n + kept)
     return out, classes
 
 
