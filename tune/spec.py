@@ -209,8 +209,9 @@ def with_overrides(raw: Any, overrides: dict[str, Any], source: str = "sweep spe
     would silently collapse to one."""
     if not isinstance(raw, dict):
         return raw  # parse_spec names what is wrong with it
-    swept = {**(raw.get("grid") or {}), **((raw.get("search") or {}).get("space") or {})} \
-        if isinstance(raw.get("grid") or {}, dict) and isinstance(raw.get("search") or {}, dict) else {}
+    grid, search = raw.get("grid") or {}, raw.get("search") or {}
+    space = search.get("space") or {} if isinstance(search, dict) else {}
+    swept = {*(grid if isinstance(grid, dict) else ()), *(space if isinstance(space, dict) else ())}
     clash = [k for k in overrides if k in swept]
     if clash:
         raise SpecError([f"--set {k}: the spec sweeps {k} (its grid or search space); --set fixes keys "

@@ -159,20 +159,19 @@ def make_tuner(spec: SweepSpec, paths: SweepPaths, verbose: int = 1, pending: Pe
                share: bool = True, budget: BudgetCallback | None = None) -> Any:
     """A new Tuner: grid search, or Optuna (optionally with ASHA) over the spec's space."""
     search_alg = scheduler = None
+    ordered_grid = spec.search is None and share  # the grid's points in grid_searcher's start order
     if spec.search is not None:
         search_alg = make_searcher(spec.search, paths.name)
-    elif share:
+    elif ordered_grid:
         search_alg = grid_searcher(spec)
     if spec.scheduler is not None:
         sc = spec.scheduler
         scheduler = ASHAScheduler(time_attr=TIME_ATTR, metric=sc.metric, mode=sc.mode, max_t=sc.max_t,
                                   grace_period=sc.grace_period, reduction_factor=sc.reduction_factor)
     tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,
-                                  num_samples=spec.search.num_samples if spec.search else
-                                  spec.num_trials if share else 1,
-                                  # the grid's own generator takes it itself (grid_searcher)
-                                  max_concurrent_trials=None if isinstance(search_alg, BasicVariantGenerator)
-                                  else spec.max_concurrent,
+                                  num_samples=spec.num_trials if spec.search or ordered_grid else 1,
+                                  # the ordered grid's generator takes it itself (grid_searcher)
+                                  max_concurrent_trials=None if ordered_grid else spec.max_concurrent,
                                   reuse_actors=True,  # a new trial skips the worker's torch/cil import
                                   trial_dirname_creator=_trial_dirname)
     fs, storage = storage_for_ray(paths)
